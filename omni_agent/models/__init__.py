@@ -1,0 +1,3 @@
+from .base import GenerationSettings, Model, ModelChunk, ModelInfo, ModelRequest, ModelResponse, Usage
+
+__all__ = ["GenerationSettings", "Model", "ModelChunk", "ModelInfo", "ModelRequest", "ModelResponse", "Usage"]

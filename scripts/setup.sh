@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Sets up everything omni-agent needs on a Debian/Ubuntu machine: system packages (apt),
+# a virtual environment in .venv with the CPU torch wheel first, then the project with all extras.
+# Idempotent: a second run only checks. On a machine without apt, install the packages listed in
+# APT_PACKAGES with your package manager and run again with OMNI_SKIP_APT=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  chromium chromium-driver          # browser tool (Playwright drives Debian's Chromium)
+  xvfb xdotool xclip x11-utils scrot python3-tk  # desktop tool: virtual display, typing, test app
+  espeak-ng sox ffmpeg libsndfile1  # voice: synthetic commands, conversion, decoding
+  libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins  # sound devices (virtual in tests)
+  bubblewrap                        # shell sandbox
+)
+PY=${PYTHON:-python3}
+TORCH_SPEC=${OMNI_TORCH_SPEC:-torch==2.13.0}
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+if [[ "${OMNI_SKIP_APT:-0}" != 1 ]]; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null; then
+      SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+      log "installing system packages: ${missing[*]}"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      log "no apt-get here: install these with your package manager, then rerun with OMNI_SKIP_APT=1:"
+      log "  ${missing[*]}"
+      exit 1
+    fi
+  fi
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+stamp=.venv/.omni-agent-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [[ ! -f $stamp || "$(cat $stamp)" != "$want" ]]; then
+  # torch first: otherwise a dependency pulls the multi-GB CUDA build.
+  $VPY -m pip install -q "$TORCH_SPEC"
+  log "installing omni-agent[dev] (editable)"
+  $VPY -m pip install -q -e ".[dev]"
+  echo "$want" > $stamp
+fi
+log "ready: $($VPY -c 'import omni_agent, sys; print("omni-agent", omni_agent.__version__, "on Python", sys.version.split()[0])')"
