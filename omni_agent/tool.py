@@ -14,6 +14,7 @@ import functools
 import inspect
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, overload
@@ -138,8 +139,9 @@ class Tool:
         if inspect.iscoroutinefunction(self.fn):
             value = await self.fn(**kwargs)
         else:
-            # Sync tools run in a worker thread so a slow one never blocks the loop (or a timeout).
-            value = await asyncio.to_thread(functools.partial(self.fn, **kwargs))
+            # Sync tools run in a daemon thread so a slow one never blocks the loop, a timeout, or
+            # interpreter exit (asyncio.to_thread's pool is joined at exit: a hung tool would hang it).
+            value = await run_in_daemon_thread(functools.partial(self.fn, **kwargs))
             if inspect.isawaitable(value):
                 value = await value
         return to_tool_output(value)
@@ -175,6 +177,31 @@ class Tool:
             context_param=first_param_is_context(fn, ToolContext),
             **options,
         )
+
+
+async def run_in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a fresh daemon thread and await its result (cancellation abandons the thread)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            future.set_result(value) if ok else future.set_exception(value)
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # delivered to the awaiting coroutine
+            ok, result = False, exc
+        else:
+            ok = True
+        try:
+            loop.call_soon_threadsafe(settle, ok, result)
+        except RuntimeError:  # the loop closed while the tool ran (it was abandoned)
+            pass
+
+    threading.Thread(target=target, name=f"tool-{getattr(fn, '__name__', 'fn')}", daemon=True).start()
+    return await future
 
 
 def to_tool_output(value: Any) -> ToolOutput:

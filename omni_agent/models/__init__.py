@@ -1,3 +1,16 @@
-from .base import GenerationSettings, Model, ModelChunk, ModelInfo, ModelRequest, ModelResponse, Usage
+"""Model backends: the interface, the scripted policy, OpenAI-compatible servers, spec strings."""
 
-__all__ = ["GenerationSettings", "Model", "ModelChunk", "ModelInfo", "ModelRequest", "ModelResponse", "Usage"]
+from .base import GenerationSettings, Model, ModelChunk, ModelInfo, ModelRequest, ModelResponse, Usage
+from .spec import load_model, parse_model_spec
+
+__all__ = [
+    "GenerationSettings",
+    "Model",
+    "ModelChunk",
+    "ModelInfo",
+    "ModelRequest",
+    "ModelResponse",
+    "Usage",
+    "load_model",
+    "parse_model_spec",
+]

@@ -1,0 +1,252 @@
+"""The ``omni-agent`` command line (typer + rich).
+
+Errors print as one clear line (exit 2 for usage/configuration errors, 1 otherwise); pass
+``--debug`` (or set OMNI_AGENT_DEBUG=1) for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .exceptions import OmniAgentError, UserError
+
+app = typer.Typer(
+    name="omni-agent",
+    help="Tool-calling multimodal agents on Qwen-Omni: run, inspect tools, debug parsing, replay.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+_DEBUG = {"on": os.environ.get("OMNI_AGENT_DEBUG") == "1"}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    if debug:
+        _DEBUG["on"] = True
+
+
+# ------------------------------------------------------------------------------------------
+# tools
+# ------------------------------------------------------------------------------------------
+TOOLS_HELP = "Comma-separated toolsets: shell, files, browser, desktop, or module:attr / file.py"
+
+
+@app.command("tools")
+def tools_cmd(
+    tools: str = typer.Option("shell,files", "--tools", "-t", help=TOOLS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the OpenAI-format schemas as JSON."),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="Workspace for file/shell tools."),
+) -> None:
+    """List tools and their JSON Schemas."""
+    from .toolsets import load_toolsets
+
+    loaded = load_toolsets(tools, workspace=workspace)
+    if as_json:
+        print(json.dumps([t.openai_schema() for t in loaded], indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{len(loaded)} tools", show_lines=True)
+    table.add_column("name", style="bold magenta")
+    table.add_column("description")
+    table.add_column("arguments")
+    for t in loaded:
+        props = t.parameters.get("properties", {})
+        required = set(t.parameters.get("required", []))
+        args = ", ".join(f"{k}{'' if k in required else '?'}: {_type_of(v)}" for k, v in props.items())
+        flags = [t.kind] + (["dangerous"] if t.risk == "dangerous" else [])
+        table.add_row(t.name, escape(t.description.split("\n")[0]) + f"\n[dim]{', '.join(flags)}[/]", escape(args))
+    out.print(table)
+
+
+def _type_of(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return "|".join(map(str, schema["enum"][:6])) + ("|…" if len(schema["enum"]) > 6 else "")
+    if "anyOf" in schema:
+        return " | ".join(_type_of(s) for s in schema["anyOf"])
+    t = schema.get("type", "any")
+    if t == "array":
+        return f"list[{_type_of(schema.get('items', {}))}]"
+    return str(t)
+
+
+# ------------------------------------------------------------------------------------------
+# parse
+# ------------------------------------------------------------------------------------------
+@app.command("parse")
+def parse_cmd(
+    source: str = typer.Argument("-", help="File with raw model text, or - for stdin."),
+    tools: str = typer.Option("", "--tools", "-t", help=TOOLS_HELP + " (validate calls against them)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+) -> None:
+    """Parse raw model output into visible text, thinking, calls and problems."""
+    from .parsing import parse_output
+    from .registry import ToolRegistry
+    from .toolsets import load_toolsets
+    from .validation import validate_call
+
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"no such file: {source}")
+        text = path.read_text(encoding="utf-8", errors="replace")
+    parsed = parse_output(text)
+    registry = ToolRegistry(load_toolsets(tools, workspace=workspace)) if tools else None
+    checks = [validate_call(c, registry) for c in parsed.calls] if registry is not None else []
+    if as_json:
+        doc: dict[str, Any] = parsed.model_dump(mode="json")
+        if registry is not None:
+            doc["validation"] = [
+                {"call_id": v.call.id, "ok": v.ok, "message": v.message, "arguments": v.call.arguments}
+                for v in checks
+            ]
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        if parsed.thinking:
+            out.print(f"[dim italic]thinking: {escape(parsed.thinking.strip()[:800])}[/]")
+        if parsed.visible_text.strip():
+            out.print(f"[bold]text:[/] {escape(parsed.visible_text.strip())}")
+        for i, call in enumerate(parsed.calls):
+            line = f"[bold magenta]call {i + 1}:[/] {escape(call.name)} {escape(json.dumps(call.arguments, ensure_ascii=False))}"
+            if checks:
+                v = checks[i]
+                line += "  [green]valid[/]" if v.ok else f"\n    [red]invalid:[/] {escape(v.message)}"
+            out.print(line)
+        for p in parsed.problems:
+            style = "red" if p.fatal else "yellow"
+            out.print(f"[{style}]{'problem' if p.fatal else 'note'} ({p.kind}):[/] {escape(p.message)}")
+        if not parsed.calls:
+            out.print("[dim]no tool calls[/]")
+    bad = any(p.fatal for p in parsed.problems) or any(not v.ok for v in checks)
+    raise typer.Exit(1 if bad else 0)
+
+
+# ------------------------------------------------------------------------------------------
+# run
+# ------------------------------------------------------------------------------------------
+@app.command("run")
+def run_cmd(
+    instruction: str = typer.Argument("", help="What the agent should do (may be empty with --audio)."),
+    model: str = typer.Option(..., "--model", "-m", help="qwen-omni:/path | openai:URL#name | scripted:FILE"),
+    tools: str = typer.Option("shell,files", "--tools", "-t", help=TOOLS_HELP),
+    audio: Optional[Path] = typer.Option(None, "--audio", help="A spoken command (wav/flac/ogg/mp3)."),
+    image: List[Path] = typer.Option([], "--image", help="Images to attach (repeatable)."),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="Working directory for tools."),
+    trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Trajectory directory (default runs/<time>)."),
+    max_steps: int = typer.Option(20, "--max-steps"),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Approve every call that needs confirmation."),
+    speak: bool = typer.Option(False, "--speak", help="Speak progress and the final answer."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show thinking text."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Run an agent on one instruction with a live step display."""
+    from .display import LiveDisplay
+    from .loop import Agent, StopReason
+    from .messages import AudioPart, ImagePart
+    from .models.spec import load_model
+    from .policy import allow_all, console_approver, deny_all
+    from .toolsets import load_toolsets, split_toolset_names
+
+    if not instruction and audio is None:
+        raise UserError("give an instruction, --audio, or both")
+    if audio is not None and not audio.is_file():
+        raise UserError(f"audio file not found: {audio}")
+    for p in image:
+        if not p.is_file():
+            raise UserError(f"image file not found: {p}")
+    traj = trajectory or Path("runs")
+    loaded_tools = load_toolsets(tools, workspace=workspace)
+    the_model = load_model(model)
+    approver = allow_all if yes else (console_approver(err) if sys.stdin.isatty() else deny_all)
+    agent_kwargs: dict[str, Any] = dict(
+        max_steps=max_steps,
+        max_seconds=max_seconds,
+        approver=approver,
+        trajectory_dir=traj,
+        workspace=workspace,
+        system_prompt=system,
+        metadata={"toolsets": split_toolset_names(tools), "workspace": str(workspace.resolve())},
+    )
+    if speak:
+        agent_kwargs["speak"] = True
+    agent = Agent(the_model, loaded_tools, **agent_kwargs)
+    agent.events.subscribe(LiveDisplay(err, verbose=verbose))
+    result = agent.run(
+        instruction,
+        audio=AudioPart.from_path(audio) if audio else None,
+        images=[ImagePart.from_path(p) for p in image] or None,
+    )
+    if as_json:
+        print(json.dumps({k: v for k, v in result.model_dump(mode="json").items() if k != "messages"}, indent=2))
+    else:
+        err.print(f"[dim]trajectory: {result.trajectory_dir}[/]")
+        if result.answer:
+            print(result.answer)
+    raise typer.Exit(0 if result.stop_reason in (StopReason.ANSWER, StopReason.FINISHING_TOOL) else 3)
+
+
+# ------------------------------------------------------------------------------------------
+# replay
+# ------------------------------------------------------------------------------------------
+@app.command("replay")
+def replay_cmd(
+    directory: Path = typer.Argument(..., help="A trajectory directory written by a run."),
+    tools: Optional[str] = typer.Option(None, "--tools", "-t", help=TOOLS_HELP + " (default: the run's)"),
+    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-execute a trajectory's recorded calls without a model; report where the world diverged."""
+    from .replay import replay
+    from .toolsets import load_toolsets
+    from .trajectory import load_trajectory
+
+    traj = load_trajectory(directory)
+    recorded = (traj.meta.model_extra or {}).get("toolsets") if hasattr(traj.meta, "model_extra") else None
+    names = tools or (",".join(recorded) if recorded else None)
+    if not names:
+        raise UserError("this trajectory does not record its toolsets: pass --tools")
+    report = replay(directory, load_toolsets(names, workspace=workspace))
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        out.print(report.summary() if hasattr(report, "summary") else report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def main() -> None:
+    """Console entry point: one clear line per error unless --debug."""
+    if "--debug" in sys.argv[1:2]:
+        _DEBUG["on"] = True
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # the one place errors are turned into a line for the user
+        if _DEBUG["on"]:
+            raise
+        code = 2 if isinstance(exc, UserError) else 1
+        name = "" if isinstance(exc, OmniAgentError) else f"{type(exc).__name__}: "
+        err.print(f"[bold red]error:[/] {escape(name + str(exc))}  [dim](--debug for details)[/]")
+        sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

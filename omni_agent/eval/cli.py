@@ -1,0 +1,173 @@
+"""``omni-agent eval``: run a suite, compare two runs, check task files, print the task schema.
+
+    omni-agent eval SUITE --model MODEL [--workers N] [--out DIR] [--resume] [--ray ADDRESS]
+    omni-agent eval compare RUN_A RUN_B
+    omni-agent eval validate SUITE
+    omni-agent eval schema
+
+``SUITE`` is a directory of task files, one task file, ``file.py:factory`` or an alias
+(``smoke``, ``miniwob``, ``bfcl``). ``--model reference`` replays each task's reference
+solution (a scripted policy, never reported as a model). Mount on the main app with
+``app.add_typer(eval_app, name="eval")``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from ..exceptions import OmniAgentError
+
+__all__ = ["eval_app"]
+
+
+class _DefaultRunGroup(TyperGroup):
+    """``eval SUITE ...`` means ``eval run SUITE ...``: a first word that is not a sub-command is
+    taken as the suite."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Run evaluation suites (eval SUITE --model ...), compare runs, check task files.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_out = Console()
+_err = Console(stderr=True)
+
+
+def _fail(exc: BaseException) -> None:
+    if os.environ.get("OMNI_AGENT_DEBUG") == "1":
+        raise exc
+    message = exc.message if isinstance(exc, OmniAgentError) else f"{type(exc).__name__}: {exc}"
+    _err.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def _default_out(suite: str) -> Path:
+    import time
+
+    name = Path(suite.split(":")[0]).stem or "suite"
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@eval_app.command("run")
+def run_cmd(
+    suite: str = typer.Argument(..., help="Task directory, task file, file.py:factory, or smoke / miniwob / bfcl."),
+    model: str = typer.Option(..., "--model", "-m", help="Model spec (openai:URL#name, qwen-omni:/path, scripted:FILE) or 'reference'."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Episodes run in parallel (one process each)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/SUITE-TIME)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out, skipping finished episodes."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Run episodes as Ray tasks on this cluster ('auto', 'local' or ray://HOST:PORT)."),
+    retries: int = typer.Option(2, "--retries", help="Retries of infrastructure failures (setup, browser crash, worker death)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated task ids or categories to run."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Run at most this many tasks."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html."""
+    from .loading import load_suite
+    from .runner import run_suite
+
+    try:
+        tasks = load_suite(suite)
+        if only:
+            wanted = {w.strip() for w in only.split(",") if w.strip()}
+            tasks = [t for t in tasks if t.id in wanted or t.category in wanted]
+        if limit is not None:
+            tasks = tasks[:limit]
+        if out is None and resume:
+            raise typer.BadParameter("--resume needs --out (the run directory to continue)")
+        run_dir = out or _default_out(suite)
+        summary = run_suite(
+            tasks, model=model, out=run_dir, suite=suite, workers=workers, retries=retries,
+            resume=resume, ray_address=ray, progress=progress,
+        )  # fmt: skip
+    except typer.BadParameter:
+        raise
+    except (OmniAgentError, OSError, ValueError) as exc:
+        _fail(exc)
+        return
+    _print_summary(summary.model_dump(), run_dir)
+
+
+def _print_summary(s: dict[str, Any], run_dir: Path) -> None:
+    style = "bold yellow" if s["scripted"] else "bold green"
+    _out.print(f"[{style}]policy: {escape(s['policy'])}[/]")
+    table = Table(title=f"{s['suite']}: {s['passed']}/{s['episodes']} passed ({s['success_rate'] * 100:.1f}%)")
+    for col in ("category", "passed", "rate", "failed", "errors"):
+        table.add_column(col)
+    for cat, c in s["by_category"].items():
+        table.add_row(cat, f"{c['passed']}/{c['episodes']}", f"{c['success_rate'] * 100:.0f}%", str(c["failed"]), str(c["errors"]))
+    _out.print(table)
+    extra = "".join(f", {k} {v}" for k, v in s.get("metrics", {}).items())
+    _out.print(
+        f"mean steps {s['mean_steps']}, mean seconds {s['mean_seconds']}, tokens {s['prompt_tokens']}+{s['completion_tokens']}{extra}"
+    )
+    if not s["complete"]:
+        _out.print(f"[yellow]incomplete: {s['episodes']} of {s['expected_episodes']} episodes; resume with --resume --out {run_dir}[/]")
+    _out.print(f"report: {escape(str((Path(run_dir) / 'index.html').resolve()))}")
+
+
+@eval_app.command("compare")
+def compare_cmd(
+    run_a: Path = typer.Argument(..., help="Baseline run directory."),
+    run_b: Path = typer.Argument(..., help="New run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Show what changed between two runs: success flips per task, rates, steps, time."""
+    from .compare import compare_runs, render_comparison
+
+    try:
+        comparison = compare_runs(run_a, run_b)
+    except (OmniAgentError, OSError, ValueError) as exc:
+        _fail(exc)
+        return
+    if as_json:
+        print(comparison.model_dump_json(indent=2))
+    else:
+        render_comparison(comparison, _out)
+
+
+@eval_app.command("validate")
+def validate_cmd(suite: str = typer.Argument(..., help="Task directory, file or factory.")) -> None:
+    """Check task files (errors name the file, line and field)."""
+    from .loading import load_suite
+
+    try:
+        tasks = load_suite(suite)
+    except OmniAgentError as exc:
+        _fail(exc)
+        return
+    no_ref = [t.id for t in tasks if not t.reference]
+    _out.print(f"{len(tasks)} tasks OK" + (f"; without a reference solution: {', '.join(no_ref)}" if no_ref else ""))
+
+
+@eval_app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of task files (the one published as tasks/schema.json)."""
+    from .task import schema_text
+
+    sys.stdout.write(schema_text())
+
+
+def main() -> None:  # pragma: no cover - for ``python -m omni_agent.eval.cli``
+    eval_app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,186 @@
+"""Load task files and suites; bad files get errors naming the file, the line and the field.
+
+PyYAML's composer keeps a start mark (line, column) on every node, so the loader walks the
+node tree once to map each field path (``("checks", 2, "regex")``) to its line, then turns
+pydantic's error locations into ``file:line: field: message``. A suite is a directory of task
+files, one task file, or a Python factory (``path/to/suite.py:tasks`` / ``package.module:fn``)
+returning tasks (MiniWoB++ and BFCL suites are generated that way).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import ValidationError
+
+from ..exceptions import UserError
+from .task import Task
+
+__all__ = ["TaskFileError", "load_suite", "load_task", "load_task_text", "resolve_suite"]
+
+TASK_SUFFIXES = (".yaml", ".yml")
+
+SUITE_ALIASES = {
+    "smoke": "tasks/smoke",
+    "miniwob": "evals/miniwob/suite.py:tasks",
+    "bfcl": "evals/bfcl/suite.py:tasks",
+}
+"""Short names for the suites shipped in the repository (resolved from the repo root)."""
+
+
+class TaskFileError(UserError):
+    """A task file that cannot be used; ``problems`` lists ``(line, field, message)``."""
+
+    def __init__(self, path: str, problems: list[tuple[int | None, str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = [f"{path}:{line if line else '?'}: {field or '(task)'}: {message}" for line, field, message in problems]
+        super().__init__("invalid task file\n" + "\n".join(lines))
+
+
+def _line_map(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each field path to the 1-based line where its value (or key) starts."""
+    lines: dict[tuple[Any, ...], int] = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            sub = _line_map(value_node, path + (key,))
+            sub[path + (key,)] = key_node.start_mark.line + 1
+            lines.update(sub)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_map(item, path + (i,)))
+    return lines
+
+
+def _locate(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> tuple[int | None, str]:
+    """The line and dotted field name for a pydantic error location. Parts that are not in the
+    document (union tags such as ``command``) are skipped, except a last one: a missing field."""
+    doc_path: tuple[Any, ...] = ()
+    names: list[Any] = []
+    for i, part in enumerate(loc):
+        if doc_path + (part,) in lines:
+            doc_path += (part,)
+            names.append(part)
+        elif i == len(loc) - 1:
+            names.append(part)
+    field = ""
+    for part in names:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    return lines.get(doc_path), field
+
+
+def load_task_text(text: str, *, source: str = "<string>") -> Task:
+    """Parse and validate one task from YAML text."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise TaskFileError(source, [(line, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from exc
+    if not isinstance(data, dict) or node is None:
+        raise TaskFileError(source, [(1, "", "a task file must be a YAML mapping (id: ..., instruction: ...)")])
+    lines = _line_map(node)
+    data["source"] = source
+    try:
+        return Task.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            line, field = _locate(tuple(err["loc"]), lines)
+            problems.append((line, field, err["msg"]))
+        raise TaskFileError(source, problems) from None
+
+
+def load_task(path: str | Path) -> Task:
+    """Load one task file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read task file {p}: {exc.strerror or exc}") from exc
+    return load_task_text(text, source=str(p))
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def resolve_suite(spec: str) -> str:
+    """Turn a suite alias into a path or factory spec; other specs pass through."""
+    if spec in SUITE_ALIASES and not Path(spec).exists():
+        target = SUITE_ALIASES[spec]
+        path, _, attr = target.partition(":")
+        return str(_repo_root() / path) + (f":{attr}" if attr else "")
+    return spec
+
+
+def _load_factory(spec: str, options: dict[str, Any]) -> list[Task]:
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise UserError(f"suite file not found: {path}")
+        name = f"omni_agent_suite_{abs(hash(str(path.resolve())))}"
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        assert mod_spec and mod_spec.loader
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module
+        mod_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UserError(f"cannot import suite module {target!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UserError(f"{target} has no suite factory {attr!r}")
+    tasks = list(factory(**options))
+    if not all(isinstance(t, Task) for t in tasks):
+        raise UserError(f"{spec} must return Task objects")
+    return tasks
+
+
+def load_suite(spec: str | Path, *, options: dict[str, Any] | None = None) -> list[Task]:
+    """All tasks of a suite, sorted by id; duplicate ids are an error.
+
+    ``spec``: a directory (task files found recursively), one task file, ``file.py:factory`` or
+    ``module:factory``, or an alias (``smoke``, ``miniwob``, ``bfcl``). ``options`` go to factories.
+    """
+    resolved = resolve_suite(str(spec))
+    path = Path(resolved)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in TASK_SUFFIXES and not p.name.startswith("_"))
+        if not files:
+            raise UserError(f"no task files (*.yaml) in {path}")
+        errors: list[str] = []
+        tasks = []
+        for f in files:
+            try:
+                tasks.append(load_task(f))
+            except TaskFileError as exc:
+                errors.append(exc.message)
+        if errors:
+            raise UserError("\n".join(errors))
+    elif path.is_file():
+        tasks = [load_task(path)]
+    elif ":" in resolved and not resolved.endswith(TASK_SUFFIXES):
+        tasks = _load_factory(resolved, dict(options or {}))
+    else:
+        raise UserError(f"suite not found: {spec} (a directory of task files, a task file, or file.py:factory)")
+    _check_unique(tasks)
+    return sorted(tasks, key=lambda t: t.id)
+
+
+def _check_unique(tasks: Iterable[Task]) -> None:
+    seen: dict[str, str | None] = {}
+    for t in tasks:
+        if t.id in seen:
+            raise UserError(f"duplicate task id {t.id!r} in {seen[t.id]} and {t.source}")
+        seen[t.id] = t.source

@@ -1,0 +1,566 @@
+"""Desktop tool: the Qwen3-VL ``computer_use`` action space on an X display.
+
+    config = DesktopConfig(display=":99", spec=QWEN3_SPEC)
+    agent = Agent(model, tools=desktop_tools(config))
+
+Mouse and keys go through pyautogui (``PAUSE = 0``: no 0.1 s sleep after every call; the
+fail-safe stays on: a person can stop the agent by moving the mouse into a screen corner).
+Text goes through ``xdotool type`` (or the clipboard), because ``pyautogui.write()`` drops
+non-ASCII characters and types ``<`` as ``>`` on common keymaps. Screenshots come from
+:class:`omni_agent.screen.ScreenCapture`; coordinates from :mod:`omni_agent.coords`.
+
+Needs: the ``desktop`` extra (pyautogui, mss, python-xlib) and the apt packages ``xdotool``
+(``xclip`` for clipboard typing) and an X display (``xvfb`` when headless).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from omni_agent.coords import QWEN3_SPEC, ModelImageSpec, Monitor, ResizeInfo, model_to_screen
+from omni_agent.exceptions import MissingDependencyError, ToolExecutionError, require
+from omni_agent.messages import ImagePart
+from omni_agent.screen import ScreenCapture
+from omni_agent.tool import Tool, ToolOutput
+from omni_agent.xvfb import DisplayError, display_is_reachable
+
+__all__ = ["ACTIONS", "DesktopConfig", "DesktopController", "computer_use_parameters", "desktop_tools"]
+
+ACTIONS = (
+    "key", "type", "mouse_move", "left_click", "left_click_drag", "right_click", "middle_click",
+    "double_click", "triple_click", "scroll", "hscroll", "wait", "terminate", "answer",
+)  # fmt: skip
+Action = Literal[
+    "key", "type", "mouse_move", "left_click", "left_click_drag", "right_click", "middle_click",
+    "double_click", "triple_click", "scroll", "hscroll", "wait", "terminate", "answer",
+]  # fmt: skip
+
+
+class DesktopConfig(BaseModel):
+    """Where and how the desktop tool acts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    display: str | None = None
+    """X display (':99'); None uses $DISPLAY at the first action."""
+    spec: ModelImageSpec = QWEN3_SPEC
+    """The model's image spec: its coordinate space and the screenshot resize."""
+    monitor: int = Field(default=1, ge=0)
+    """mss monitor number: 1 = first monitor, 0 = the whole desktop."""
+    screenshot_after_action: bool = True
+    """Return a fresh model-ready screenshot with each action's result."""
+    settle_s: float = Field(default=0.3, ge=0)
+    """Wait this long after an action before the screenshot, so the screen can redraw."""
+    typing: Literal["xdotool", "clipboard"] = "xdotool"
+    """How ``type`` enters text: xdotool keystrokes (any app) or clipboard + ctrl+v (fast for
+    long text, but needs an app that pastes with ctrl+v and replaces the clipboard)."""
+    max_wait_s: float = Field(default=30.0, gt=0)
+    max_scroll: int = Field(default=50, ge=1)
+    """Most wheel clicks one scroll action may send."""
+    drag_duration_s: float = Field(default=0.15, ge=0)
+    """Drags move in steps over this time: apps ignore a press and release with no motion between."""
+    failsafe: bool = True
+    """Keep pyautogui's fail-safe (mouse in a corner stops the agent). Recommended."""
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+_KEY_ALIASES = {
+    "control": "ctrl", "ctl": "ctrl", "lctrl": "ctrlleft", "rctrl": "ctrlright",
+    "cmd": "win", "command": "win", "super": "win", "meta": "win", "windows": "win", "os": "win",
+    "option": "alt", "lalt": "altleft", "ralt": "altright", "altgr": "altright",
+    "escape": "esc", "return": "enter", "spacebar": "space", "bksp": "backspace",
+    "del": "delete", "ins": "insert", "pgup": "pageup", "pgdn": "pagedown", "prior": "pageup",
+    "next": "pagedown", "arrowup": "up", "arrowdown": "down", "arrowleft": "left",
+    "arrowright": "right", "printscreen": "printscreen", "capslock": "capslock",
+}  # fmt: skip
+
+
+def normalize_key(name: str) -> str:
+    """A key name as models write it ("Return", "Page_Down", "CTRL", "ArrowUp") -> pyautogui's.
+    Single characters keep their case ("A" is shift+a)."""
+    if len(name) == 1:
+        return name
+    key = re.sub(r"[\s_\-]", "", name.strip().lower())
+    if key.startswith("key") and len(key) > 3:  # "KeyA" (browser style)
+        key = key[3:]
+    return _KEY_ALIASES.get(key, key)
+
+
+def _check_keys(keys: list[str], known: dict[str, Any]) -> list[str]:
+    normalized = []
+    for raw in keys:
+        key = normalize_key(raw)
+        if len(keys) > 1 and len(key) == 1 and key.isascii():
+            key = key.lower()  # ["ctrl", "C"] means ctrl+c, not ctrl+shift+c
+        if known.get(key) is None:
+            hint = " (use action=type for text)" if len(raw) == 1 else ""
+            raise ToolExecutionError(
+                f"unknown key {raw!r}{hint}; use names like 'enter', 'tab', 'esc', 'ctrl', 'shift', 'alt', "
+                "'up', 'pagedown', 'f5', or single characters"
+            )
+        normalized.append(key)
+    return normalized
+
+
+# -- input backend ----------------------------------------------------------------------------
+
+# pyautogui is process-global: one X connection bound at import. One lock serialises all input
+# (GUI actions must not interleave anyway) and lets one process drive several displays.
+_INPUT_LOCK = threading.RLock()
+_CONNECTIONS: dict[str, Any] = {}  # display -> python-xlib connection
+_bound_display: str | None = None  # the display pyautogui's connection points at now
+
+
+def _pyautogui_for(display: str) -> Any:
+    """pyautogui acting on ``display``. Call with ``_INPUT_LOCK`` held."""
+    global _bound_display
+    if "pyautogui" not in sys.modules:
+        # pyautogui (and mouseinfo, which it imports) open $DISPLAY at import time.
+        previous = os.environ.get("DISPLAY")
+        os.environ["DISPLAY"] = display
+        try:
+            require("pyautogui", "desktop")
+        except MissingDependencyError:
+            raise
+        except Exception as exc:  # Xlib's connection errors
+            raise DisplayError(f"pyautogui cannot open X display {display}: {exc}") from exc
+        finally:
+            if previous is None:
+                os.environ.pop("DISPLAY", None)
+            else:
+                os.environ["DISPLAY"] = previous
+        _bound_display = display
+        _CONNECTIONS[display] = sys.modules["pyautogui._pyautogui_x11"]._display
+    import pyautogui
+
+    x11 = sys.modules["pyautogui._pyautogui_x11"]
+    if display in _CONNECTIONS:
+        try:
+            _CONNECTIONS[display].sync()  # one round trip (~0.1 ms): is this server still ours?
+        except Exception:  # closed: the server stopped, maybe a new one took its number
+            _drop_connection(display)
+    if display not in _CONNECTIONS:
+        from Xlib.display import Display
+
+        try:
+            _CONNECTIONS[display] = Display(display)
+        except Exception as exc:
+            raise DisplayError(f"cannot open X display {display}: {exc}") from exc
+    if _bound_display != display or x11._display is not _CONNECTIONS[display]:
+        # Rebind the module's connection. Key codes in pyautogui's table were read from the first
+        # display; Xvfb servers all load the same default keymap, so they stay valid.
+        x11._display = _CONNECTIONS[display]
+        _bound_display = display
+    width, height = pyautogui.size()
+    pyautogui.FAILSAFE_POINTS = [(0, 0), (0, height - 1), (width - 1, 0), (width - 1, height - 1)]
+    pyautogui.PAUSE = 0
+    pyautogui.MINIMUM_DURATION = 0
+    return pyautogui
+
+
+def _drop_connection(display: str) -> None:
+    """Forget a dead X connection so the next action reconnects (e.g. to a restarted Xvfb)."""
+    conn = _CONNECTIONS.pop(display, None)
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to do
+            pass
+
+
+def _type_chunks(text: str) -> list[tuple[str, int]]:
+    """Split text for xdotool: ASCII runs typed fast, every other character alone and slower.
+
+    xdotool types a character missing from the keymap by remapping a spare keycode; when two
+    such characters follow each other quickly the client reads the first event after the second
+    remap and gets the wrong key (東京 -> 東??). Alone, with a 30 ms delay, they arrive intact.
+    """
+    chunks: list[tuple[str, int]] = []
+    run = ""
+    for ch in text:
+        if ch.isascii():
+            run += ch
+            continue
+        if run:
+            chunks.append((run, 4))
+            run = ""
+        chunks.append((ch, 30))
+    if run:
+        chunks.append((run, 4))
+    return chunks
+
+
+def _run_x_tool(cmd: list[str], display: str, *, input_text: str | None = None, timeout: float = 30.0) -> None:
+    binary = shutil.which(cmd[0])
+    if binary is None:
+        raise ToolExecutionError(f"{cmd[0]} is not installed (apt package '{cmd[0]}'); cannot type text")
+    env = {**os.environ, "DISPLAY": display}
+    try:
+        proc = subprocess.run(
+            [binary, *cmd[1:]],
+            input=input_text.encode() if input_text is not None else None,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # xclip's background server keeps pipes open: never capture
+            stderr=subprocess.PIPE if cmd[0] != "xclip" else subprocess.DEVNULL,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ToolExecutionError(f"{cmd[0]} did not finish within {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        detail = (proc.stderr or b"").decode("utf-8", "replace").strip()[-300:]
+        raise ToolExecutionError(f"{cmd[0]} failed (exit {proc.returncode}): {detail or 'no message'}")
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+_NUMBER = r"[-+]?\d+(?:\.\d+)?"
+
+
+def _coordinate(value: Any, name: str, action: str) -> tuple[float, float]:
+    if isinstance(value, str):  # "[500, 300]", "(500,300)", "500 300"
+        found = re.findall(_NUMBER, value)
+        value = [float(v) for v in found] if len(found) == 2 else value
+    if isinstance(value, dict) and {"x", "y"} <= set(value):
+        value = [value["x"], value["y"]]
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise ToolExecutionError(f"action={action}: '{name}' must be [x, y] (two numbers), got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _require(args: dict[str, Any], name: str, action: str, what: str) -> Any:
+    value = args.get(name)
+    if value is None or value == "" or value == []:
+        raise ToolExecutionError(f"action={action} needs '{name}': {what}")
+    return value
+
+
+def _number(value: Any, name: str, action: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ToolExecutionError(f"action={action}: '{name}' must be a number, got {value!r}")
+    return float(value)
+
+
+# -- controller --------------------------------------------------------------------------------
+
+
+class DesktopController:
+    """Executes computer_use actions on one display and maps model coordinates to the screen."""
+
+    def __init__(self, config: DesktopConfig | None = None) -> None:
+        self.config = config or DesktopConfig()
+        self._capture: ScreenCapture | None = None
+        self._capture_lock = threading.Lock()
+
+    # -- display ------------------------------------------------------------------------------
+    @property
+    def capture(self) -> ScreenCapture:
+        """The screen capture (opened on first use; raises DisplayError without a display)."""
+        with self._capture_lock:
+            if self._capture is None:
+                self._capture = ScreenCapture(self.config.display, self.config.monitor)
+            return self._capture
+
+    @property
+    def display(self) -> str:
+        return self.capture.display
+
+    def monitor(self) -> Monitor:
+        return self.capture.geometry()
+
+    def to_screen(self, coordinate: tuple[float, float], action: str) -> tuple[int, int]:
+        """Model coordinates -> screen point, refusing values outside the model's space."""
+        monitor = self.monitor()
+        size = monitor.pixel_size
+        max_x, max_y = self.config.spec.model_extent(size)
+        x, y = coordinate
+        if not (0 <= x <= max_x and 0 <= y <= max_y):
+            raise ToolExecutionError(
+                f"action={action}: coordinate [{x:g}, {y:g}] is outside the screen; "
+                f"{self.describe_space()}"
+            )
+        return model_to_screen(x, y, spec=self.config.spec, monitor=monitor, image_size=size)
+
+    def describe_space(self) -> str:
+        spec = self.config.spec
+        if spec.coordinate_space == "relative_1000":
+            return f"x and y run from 0 (left/top edge) to {spec.grid} (right/bottom edge)"
+        try:
+            w, h = spec.resized_size(self.monitor().pixel_size)
+        except DisplayError:
+            return "x and y are pixels of the screenshot you were shown"
+        return f"x runs 0..{w} and y 0..{h}, pixels of the {w}x{h} screenshot you were shown"
+
+    def screenshot(self) -> tuple[ImagePart, ResizeInfo]:
+        return self.capture.grab_for_model(self.config.spec)
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
+
+    # -- execution ----------------------------------------------------------------------------
+    def run(self, action: str, **args: Any) -> ToolOutput:
+        """Execute one action. Never raises: failures come back as error outputs for the model."""
+        try:
+            return self._run(action, args)
+        except ToolExecutionError as exc:
+            return ToolOutput.error(exc.message)
+        except MissingDependencyError as exc:
+            return ToolOutput.error(f"desktop unavailable: {exc.message}")
+        except Exception as exc:  # pyautogui fail-safe, Xlib errors: report, never a traceback
+            if type(exc).__name__ == "FailSafeException":
+                return ToolOutput.error(
+                    "stopped by the fail-safe: the mouse is in a screen corner, which means a person "
+                    "asked the agent to stop. Do not continue without the user."
+                )
+            display = self.config.display or os.environ.get("DISPLAY", "")
+            gone = bool(display) and not display_is_reachable(display)
+            if gone:
+                with _INPUT_LOCK:
+                    _drop_connection(display)  # reconnect if a display comes back on this number
+                self.close()
+            if isinstance(exc, DisplayError):
+                return ToolOutput.error(f"desktop unavailable: {exc.message}")
+            if gone:
+                return ToolOutput.error(f"desktop unavailable: X display {display} is no longer running")
+            return ToolOutput.error(f"action={action} failed: {type(exc).__name__}: {exc}")
+
+    def _run(self, action: str, args: dict[str, Any]) -> ToolOutput:
+        if action not in ACTIONS:
+            raise ToolExecutionError(f"unknown action {action!r}; one of: {', '.join(ACTIONS)}")
+        if action == "terminate":
+            status = args.get("status")
+            if status not in ("success", "failure"):
+                raise ToolExecutionError(f"action=terminate needs 'status': 'success' or 'failure', got {status!r}")
+            return ToolOutput(text=f"terminated: {status}", finish=True, answer=status, data={"status": status})
+        if action == "answer":
+            text = _require(args, "text", action, "the answer text")
+            return ToolOutput(text=str(text), finish=True, answer=str(text))
+        if action == "wait":
+            seconds = _number(_require(args, "time", action, "seconds to wait"), "time", action)
+            if not 0 <= seconds <= self.config.max_wait_s:
+                raise ToolExecutionError(f"action=wait: 'time' must be 0..{self.config.max_wait_s:g} seconds")
+            time.sleep(seconds)
+            return self._result(f"waited {seconds:g} s", {"action": action}, settle=False)
+
+        display = self.display
+        data: dict[str, Any] = {"action": action}
+        if action == "key":
+            keys = _require(args, "keys", action, 'a list of key names, e.g. ["ctrl", "c"]')
+            if isinstance(keys, str):
+                keys = [k for k in re.split(r"\s*\+\s*", keys) if k] if "+" in keys.strip("+") else [keys]
+            if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                raise ToolExecutionError(f"action=key: 'keys' must be a list of key names, got {keys!r}")
+            with _INPUT_LOCK:
+                pg = _pyautogui_for(display)
+                pg.FAILSAFE = self.config.failsafe
+                names = _check_keys(keys, sys.modules["pyautogui._pyautogui_x11"].keyboardMapping)
+                pg.hotkey(*names)
+            data["keys"] = names
+            return self._result(f"pressed {'+'.join(names)}", data)
+        if action == "type":
+            text = args.get("text")
+            if not isinstance(text, str) or text == "":
+                raise ToolExecutionError("action=type needs 'text': the text to type (a non-empty string)")
+            with _INPUT_LOCK:
+                self._type(text, display)
+            data["chars"] = len(text)
+            return self._result(f"typed {len(text)} characters", data)
+
+        # Mouse actions.
+        coordinate = args.get("coordinate")
+        if action in ("mouse_move", "left_click_drag") and coordinate is None:
+            raise ToolExecutionError(f"action={action} needs 'coordinate': [x, y]; {self.describe_space()}")
+        target = self.to_screen(_coordinate(coordinate, "coordinate", action), action) if coordinate is not None else None
+        if action in ("scroll", "hscroll"):
+            pixels = _number(_require(args, "pixels", action, "wheel amount, + up/right, - down/left"), "pixels", action)
+            if pixels == 0:
+                raise ToolExecutionError(f"action={action}: 'pixels' must not be 0")
+            clicks = max(-self.config.max_scroll, min(self.config.max_scroll, round(pixels) or (1 if pixels > 0 else -1)))
+        start = None
+        if action == "left_click_drag" and args.get("start_coordinate") is not None:
+            start = self.to_screen(_coordinate(args["start_coordinate"], "start_coordinate", action), action)
+
+        with _INPUT_LOCK:
+            pg = _pyautogui_for(display)
+            pg.FAILSAFE = self.config.failsafe
+            if target is not None:
+                target = self._avoid_failsafe(target, pg)
+            if action == "mouse_move":
+                pg.moveTo(*target)
+            elif action in ("left_click", "right_click", "middle_click"):
+                button = action.split("_", 1)[0]
+                pg.click(*(target or ()), button=button)
+            elif action == "double_click":
+                pg.click(*(target or ()), clicks=2, interval=0.05, button="left")
+            elif action == "triple_click":
+                pg.click(*(target or ()), clicks=3, interval=0.05, button="left")
+            elif action == "left_click_drag":
+                self._drag(pg, self._avoid_failsafe(start, pg) if start else None, target)
+            elif action == "scroll":
+                pg.scroll(clicks, *(target or ()))
+            elif action == "hscroll":
+                pg.hscroll(clicks, *(target or ()))
+            point = tuple(pg.position())
+        data["screen"] = list(point)
+        where = f" at [{coordinate[0]:g}, {coordinate[1]:g}]" if isinstance(coordinate, (list, tuple)) else ""
+        if action in ("scroll", "hscroll"):
+            data["clicks"] = clicks
+            return self._result(f"{action} {clicks:+d}{where}", data)
+        if start is not None:
+            data["start"] = list(start)
+        return self._result(f"{action}{where} -> screen ({point[0]}, {point[1]})", data)
+
+    def _type(self, text: str, display: str) -> None:
+        if self.config.typing == "clipboard":
+            _run_x_tool(["xclip", "-selection", "clipboard", "-i"], display, input_text=text)
+            pg = _pyautogui_for(display)
+            pg.hotkey("ctrl", "v")
+            return
+        for chunk, delay in _type_chunks(text):
+            _run_x_tool(["xdotool", "type", "--delay", str(delay), "--", chunk], display)
+
+    def _drag(self, pg: Any, start: tuple[int, int] | None, end: tuple[int, int]) -> None:
+        if start is not None:
+            pg.moveTo(*start)
+        x0, y0 = pg.position()
+        pg.mouseDown(button="left")
+        try:
+            steps = 10
+            for i in range(1, steps + 1):
+                pg.moveTo(round(x0 + (end[0] - x0) * i / steps), round(y0 + (end[1] - y0) * i / steps))
+                time.sleep(self.config.drag_duration_s / steps)
+        finally:
+            pg.mouseUp(button="left")
+
+    def _avoid_failsafe(self, point: tuple[int, int], pg: Any) -> tuple[int, int]:
+        # The fail-safe corners are for the human; an agent's own click on a corner would otherwise
+        # stop every later action. Move it one pixel inwards.
+        if point not in pg.FAILSAFE_POINTS:
+            return point
+        width, height = pg.size()
+        x, y = point
+        return (x + 1 if x == 0 else x - 1 if x >= width - 1 else x, y + 1 if y == 0 else y - 1 if y >= height - 1 else y)
+
+    def _result(self, text: str, data: dict[str, Any], *, settle: bool = True) -> ToolOutput:
+        if not self.config.screenshot_after_action:
+            return ToolOutput(text=text, data=data)
+        if settle and self.config.settle_s:
+            time.sleep(self.config.settle_s)
+        image, info = self.screenshot()
+        data["screenshot"] = info.model_dump()
+        return ToolOutput(text=text, images=[image], data=data, untrusted=True)
+
+
+# -- the tool ----------------------------------------------------------------------------------
+
+
+def computer_use_parameters() -> dict[str, Any]:
+    """The JSON Schema of ``computer_use`` (Qwen3-VL's action space, plus ``start_coordinate``)."""
+    return {
+        "type": "object",
+        "properties": {
+            "action": {
+                "type": "string",
+                "enum": list(ACTIONS),
+                "description": (
+                    "The action to perform:\n"
+                    "* `key`: press the keys in `keys` in order, release them in reverse (a hotkey).\n"
+                    "* `type`: type the string `text`.\n"
+                    "* `mouse_move`: move the cursor to `coordinate`.\n"
+                    "* `left_click`: click the left button at `coordinate` (or where the cursor is).\n"
+                    "* `left_click_drag`: press at `start_coordinate` (default: the cursor), drag to `coordinate`, release.\n"
+                    "* `right_click` / `middle_click`: click that button at `coordinate`.\n"
+                    "* `double_click` / `triple_click`: click the left button 2 / 3 times at `coordinate`.\n"
+                    "* `scroll`: turn the wheel by `pixels` notches (+ up, - down), at `coordinate` if given.\n"
+                    "* `hscroll`: scroll horizontally by `pixels` notches (+ right, - left).\n"
+                    "* `wait`: wait `time` seconds for the screen to change.\n"
+                    "* `terminate`: end the task with `status` success or failure.\n"
+                    "* `answer`: end the task answering with `text`."
+                ),
+            },
+            "keys": {"type": "array", "items": {"type": "string"}, "description": "Required only by action=key."},
+            "text": {"type": "string", "description": "Required only by action=type and action=answer."},
+            "coordinate": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 2,
+                "maxItems": 2,
+                "description": "(x, y): where to act. Required by mouse_move and left_click_drag.",
+            },
+            "start_coordinate": {
+                "type": "array",
+                "items": {"type": "number"},
+                "minItems": 2,
+                "maxItems": 2,
+                "description": "(x, y): where a left_click_drag starts (default: the current cursor position).",
+            },
+            "pixels": {"type": "number", "description": "Required only by action=scroll and action=hscroll."},
+            "time": {"type": "number", "description": "Seconds to wait. Required only by action=wait."},
+            "status": {
+                "type": "string",
+                "enum": ["success", "failure"],
+                "description": "Required only by action=terminate.",
+            },
+        },
+        "required": ["action"],
+    }
+
+
+def _description(controller: DesktopController) -> str:
+    spec = controller.config.spec
+    if spec.coordinate_space == "relative_1000":
+        screen = f"* The screen's resolution is {spec.grid}x{spec.grid}: {controller.describe_space()}."
+    else:
+        screen = f"* Coordinates are screenshot pixels: {controller.describe_space()}."
+    return (
+        "Use a mouse and keyboard to interact with a computer, and take screenshots.\n"
+        "* This is an interface to a desktop GUI. You do not have access to a terminal.\n"
+        "* Some applications take time to start or respond; wait and look at the next screenshot.\n"
+        f"{screen}\n"
+        "* Click buttons, links and icons in their center, not on their edges."
+    )
+
+
+def desktop_tools(config: DesktopConfig | None = None, *, controller: DesktopController | None = None) -> list[Tool]:
+    """The ``computer_use`` tool on ``config.display`` (one tool; GUI calls run one at a time).
+
+    Pass ``controller`` to share one display connection with an observer or your own code.
+    """
+    if controller is None:
+        controller = DesktopController(config)
+    elif config is not None and config != controller.config:
+        raise ValueError("pass either config or controller, not two different configs")
+
+    def computer_use(action: str, **arguments: Any) -> ToolOutput:
+        return controller.run(action, **arguments)
+
+    tool = Tool.from_schema(
+        {"name": "computer_use", "description": _description(controller), "parameters": computer_use_parameters()},
+        computer_use,
+        parallel_safe=False,
+        kind="desktop",
+        reads_untrusted=controller.config.screenshot_after_action,
+        timeout=controller.config.max_wait_s + 30.0,
+    )
+    return [tool]
