@@ -11,6 +11,9 @@ becomes an error result too; the run goes on. The run stops on a final answer, a
 calls on an unchanged observation ``max_repeats`` times, or a model error. Whatever happens,
 the trajectory is kept and :class:`RunResult` says why the run stopped.
 
+The per-call phase (validate, policy, execute with timeouts) lives in :mod:`omni_agent.execution`;
+this module keeps the step loop around it.
+
 Conventions for tools: ``ToolContext.state`` is shared by the tools of one run; values in it
 with an ``aclose()`` or ``close()`` method are closed when the run ends. A tool that returns
 ``ToolOutput(needs_confirmation=reason)`` is asked about through the approver; when approved it
@@ -20,13 +23,11 @@ is called once more with its call id in ``state["confirmed_calls"]``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import enum
 import hashlib
 import inspect
 import json
 import os
-import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ from typing_extensions import assert_never
 
 from . import events as ev
 from .context import MediaHasher, apply_image_budget, render_prompt
-from .exceptions import ModelError, ToolExecutionError, UserError
+from .exceptions import ModelError, UserError
+from .execution import CallOutcome, CheckedCall, DaemonThreadExecutor, execute_calls
 from .messages import (
     AssistantMessage,
     AudioPart,
@@ -55,10 +57,10 @@ from .messages import (
 from .models.base import GenerationSettings, Model, ModelRequest, ModelResponse, Usage
 from .observers import Observer
 from .parsing.types import ParseProblem
-from .policy import Approver, DefaultPolicy, Policy, PolicyState, ask_approver, authorize, deny_all
+from .policy import Approver, DefaultPolicy, Policy, PolicyState, deny_all
 from .registry import ToolRegistry
-from .tool import Tool, ToolContext, ToolOutput
-from .trajectory import DecisionRecord, RunMeta, RunRecorder, StepRecord, ValidationRecord, new_run_id
+from .tool import Tool, ToolContext
+from .trajectory import RunMeta, RunRecorder, StepRecord, new_run_id
 
 __all__ = ["Agent", "AgentRun", "RunResult", "StopReason", "run_blocking"]
 
@@ -270,7 +272,7 @@ def run_blocking(coro: Any, *, what: str) -> Any:
 
     def new_loop() -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
-        loop.set_default_executor(_DaemonThreadExecutor())
+        loop.set_default_executor(DaemonThreadExecutor())
         return loop
 
     if hasattr(asyncio, "Runner"):  # 3.11+: Ctrl-C cancels the run, which then closes its trajectory
@@ -284,31 +286,6 @@ def run_blocking(coro: Any, *, what: str) -> Any:
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
-
-
-class _DaemonThreadExecutor(concurrent.futures.ThreadPoolExecutor):
-    """One daemon thread per job; ``shutdown`` never waits (abandoned hung tools die with the process).
-
-    Subclasses ThreadPoolExecutor only because asyncio's ``set_default_executor`` demands one;
-    none of its pool machinery (non-daemon workers joined at exit) is used.
-    """
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def work() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # handed to the awaiting coroutine
-                future.set_exception(exc)
-
-        threading.Thread(target=work, name="omni-agent-worker", daemon=True).start()
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        return None
 
 
 _DONE = object()
@@ -521,12 +498,9 @@ class _RunBody:
         self.timings = {}
         await self.emit(ev.StepStarted(step=step))
         sent, evicted = apply_image_budget(self.history, max_images=agent.max_images, chunk=agent.image_evict_chunk)
-        log = StepRecord(
-            step=step,
-            new_messages=self.history[self.recorded_upto :],
-            prompt_hash=hashlib.sha256(render_prompt(sent, self.hasher).encode()).hexdigest()[:32],
-            evicted_images=evicted,
-        )
+        log = StepRecord(step=step, new_messages=self.history[self.recorded_upto :], evicted_images=evicted)
+        if self.recorder is not None:  # rendering the whole prompt every step is for the trajectory only
+            log.prompt_hash = hashlib.sha256(render_prompt(sent, self.hasher).encode()).hexdigest()[:32]
         self.recorded_upto = len(self.history)
         request = ModelRequest(
             messages=sent, tools=agent.tools.schemas(), settings=agent.settings, speak=agent.speak, voice=agent.voice
@@ -540,18 +514,12 @@ class _RunBody:
             )
         except asyncio.TimeoutError:
             message = f"the {agent.max_seconds:g} s limit was reached while the model was generating"
-            log.error = message
-            await self._record(log, outcome="time_limit", t_step=t_step)
-            return Halt(StopReason.TIME_LIMIT, message)
+            return await self._halt(log, t_step, Halt(StopReason.TIME_LIMIT, message), logged=message)
         except ModelError as exc:
-            log.error = exc.message
-            await self._record(log, outcome="model_error", t_step=t_step)
-            return Halt(StopReason.MODEL_ERROR, f"model error: {exc.message}")
+            return await self._halt(log, t_step, Halt(StopReason.MODEL_ERROR, f"model error: {exc.message}"), logged=exc.message)
         except Exception as exc:  # a backend bug must end the run cleanly, trajectory kept
             message = f"model backend failed: {type(exc).__name__}: {exc}"
-            log.error = message
-            await self._record(log, outcome="model_error", t_step=t_step)
-            return Halt(StopReason.MODEL_ERROR, message)
+            return await self._halt(log, t_step, Halt(StopReason.MODEL_ERROR, message), logged=message)
         self.timings["model"] = time.monotonic() - t
         self.usage = _add_usage(self.usage, response.usage)
         if response.audio is not None:
@@ -579,23 +547,17 @@ class _RunBody:
             await self._record(log, outcome="answer", t_step=t_step)
             return FinalAnswer(visible)
 
-        results, outputs = await self._run_calls(step, calls, log, t_step)
+        outcomes = await self._run_calls(step, calls, log, t_step)
+        results = log.results = [o.result for o in outcomes]
         for r in results:
             self.history.append(ToolMessage(result=r))
         if fatal:
             self.history.append(UserMessage(_problem_feedback(fatal)))
 
-        finishing = [
-            outputs[c.id]
-            for c in calls
-            if c.id in outputs
-            and not outputs[c.id].is_error
-            and (outputs[c.id].finish or _tool_finishes(agent.tools.get(c.name)))
-        ]
-        if finishing:
-            out = finishing[0]
+        finishing = next((o.output for o in outcomes if o.finishes), None)
+        if finishing is not None:
             await self._record(log, outcome="finish", t_step=t_step)
-            return Finished(out.answer if out.answer is not None else out.text)
+            return Finished(finishing.answer if finishing.answer is not None else finishing.text)
 
         t = time.monotonic()
         observation = await self._observe(step)
@@ -606,6 +568,12 @@ class _RunBody:
         failed = not results or all(r.is_error for r in results)
         await self._record(log, outcome="failed" if failed else "tools", t_step=t_step)
         return Continue(failed=failed, signature=self._signature(calls, results, observation))
+
+    async def _halt(self, log: StepRecord, t_step: float, halt: Halt, *, logged: str) -> Halt:
+        """End the step without a model turn; the trajectory keeps the step and ``logged``."""
+        log.error = logged
+        await self._record(log, outcome=halt.reason.value, t_step=t_step)
+        return halt
 
     async def _call_model(
         self, request: ModelRequest, step: int
@@ -669,115 +637,34 @@ class _RunBody:
         raw_text = "".join(fed)
         return response, raw_text, "".join(visible).strip(), ("".join(thinking).strip() or None), calls, problems
 
-    async def _run_calls(
-        self, step: int, calls: list[ToolCall], log: StepRecord, t_step: float
-    ) -> tuple[list[ToolResult], dict[str, ToolOutput]]:
-        """Validate, ask the policy, execute; returns results in call order and outputs by call id."""
-        from .validation import validate_call
-
+    async def _run_calls(self, step: int, calls: list[ToolCall], log: StepRecord, t_step: float) -> list[CallOutcome]:
+        """The per-call phase (:func:`~omni_agent.execution.execute_calls`), logged in the trajectory."""
         agent = self.agent
-        results: dict[str, ToolResult] = {}
-        validations: list[ValidationRecord] = []
-        decisions: list[DecisionRecord] = []
-        runnable: list[tuple[ToolCall, Tool]] = []
-        t = time.monotonic()
-        checked: list[tuple[ToolCall, Any]] = []
-        for call in calls:
-            v = validate_call(call, agent.tools)
-            checked.append((call, v))
-            validations.append(
-                ValidationRecord(
-                    call_id=call.id,
-                    name=call.name,
-                    ok=v.ok,
-                    message=v.message or "",
-                    issues=[i.model_dump(mode="json") if hasattr(i, "model_dump") else dict(vars(i)) for i in v.issues],
-                    arguments=v.call.arguments if v.ok else call.arguments,
-                )
-            )
-            await self.emit(
-                ev.CallValidated(step=step, call=call, ok=v.ok, errors=[] if v.ok else [v.message or "invalid call"])
-            )
-            if not v.ok:
-                results[call.id] = _error_result(call, v.message or f"invalid call to {call.name}")
-        self.timings["validate"] = time.monotonic() - t
 
-        t = time.monotonic()
-        policy_state = PolicyState(run_id=self.run_id, step=step, untrusted_content_seen=self.untrusted_seen)
-        for call, v in checked:
-            if not v.ok:
-                continue
-            tool = agent.tools[call.name]
-            coerced = call.model_copy(update={"arguments": v.call.arguments})
-            auth = await authorize(agent.policy, agent.approver, coerced, tool, policy_state)
-            decisions.append(
-                DecisionRecord(call_id=call.id, name=call.name, action=auth.action, reason=auth.reason, approved=auth.approved)
-            )
-            await self.emit(
-                ev.PolicyDecided(step=step, call=call, decision=auth.action, reason=auth.reason, approved=auth.approved)
-            )
-            if auth.allowed:
-                runnable.append((coerced, tool))
-            else:
-                results[call.id] = _error_result(call, auth.denial())
-        self.timings["policy"] = time.monotonic() - t
+        async def record_checked(checked: list[CheckedCall]) -> None:
+            # Written before any tool runs: a run that dies inside a tool still shows what it tried.
+            log.validations = [c.validation for c in checked]
+            log.decisions = [c.decision for c in checked if c.decision is not None]
+            log.executed = [c.call.id for c in checked if c.allowed]
+            await self._record(log, outcome="running", t_step=t_step, complete=False)
 
-        log.validations, log.decisions = validations, decisions
-        log.executed = [c.id for c, _ in runnable]
-        await self._record(log, outcome="running", t_step=t_step, complete=False)
-
-        t = time.monotonic()
-        outputs: dict[str, ToolOutput] = {}
-        if runnable:
-            if len(runnable) > 1 and all(tool.parallel_safe for _, tool in runnable):
-                done = await asyncio.gather(*(self._execute(step, c, tool) for c, tool in runnable))
-            else:
-                done = [await self._execute(step, c, tool) for c, tool in runnable]
-            for (c, tool), (result, output) in zip(runnable, done):
-                results[c.id] = result
-                outputs[c.id] = output
-                if output.untrusted or tool.reads_untrusted:
-                    self.untrusted_seen = True
-        self.timings["tools"] = time.monotonic() - t
-        ordered = [results[c.id] for c in calls]
-        log.results = ordered
-        return ordered, outputs
-
-    async def _execute(self, step: int, call: ToolCall, tool: Tool) -> tuple[ToolResult, ToolOutput]:
-        """Run one allowed call with its timeout; every failure becomes an error output."""
-        await self.emit(ev.ToolStarted(step=step, call=call))
-        t = time.monotonic()
-        output = await self._invoke(step, call, tool)
-        if output.needs_confirmation and not output.is_error:
-            approved, note = await ask_approver(self.agent.approver, call, output.needs_confirmation)
-            reason = f"{output.needs_confirmation}; {note}" if note else output.needs_confirmation
-            await self.emit(ev.PolicyDecided(step=step, call=call, decision="ask", reason=reason, approved=approved))
-            if approved:
-                self.state.setdefault("confirmed_calls", set()).add(call.id)
-                output = await self._invoke(step, call, tool)
-            else:
-                output = ToolOutput.error(f"denied: {call.name} needs confirmation ({reason}) and the user did not approve")
-        result = ToolResult(call_id=call.id, name=call.name, content=output.parts(), is_error=output.is_error)
-        await self.emit(ev.ToolFinished(step=step, call=call, result=result, seconds=time.monotonic() - t))
-        return result, output
-
-    async def _invoke(self, step: int, call: ToolCall, tool: Tool) -> ToolOutput:
-        timeout = self.agent.tool_timeout if self.agent.tool_timeout is not None else tool.timeout
-        left = self.remaining()
-        if left is not None:
-            timeout = max(0.001, left if timeout is None else min(timeout, left))
-        try:
-            return await asyncio.wait_for(tool.call(call.arguments, self.context(step, call.id)), timeout=timeout)
-        except asyncio.TimeoutError:
-            message = f"{call.name} timed out after {timeout:g} s and was abandoned"
-        except ToolExecutionError as exc:
-            message = exc.message
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the tool's own bug: the model sees the type and message
-            message = f"{call.name} raised {type(exc).__name__}: {exc}"
-        await self.emit(ev.ErrorEvent(step=step, message=message, kind="tool"))
-        return ToolOutput.error(message)
+        outcomes = await execute_calls(
+            calls,
+            step=step,
+            registry=agent.tools,
+            policy=agent.policy,
+            approver=agent.approver,
+            policy_state=PolicyState(run_id=self.run_id, step=step, untrusted_content_seen=self.untrusted_seen),
+            context_factory=lambda call_id: self.context(step, call_id),
+            emit=self.emit,
+            tool_timeout=agent.tool_timeout,
+            deadline=self.deadline,
+            before_running=record_checked,
+            timings=self.timings,
+        )
+        if any(o.brought_untrusted for o in outcomes):
+            self.untrusted_seen = True
+        return outcomes
 
     async def _observe(self, step: int) -> list[ContentPart]:
         if not self.agent.observers:
@@ -869,14 +756,6 @@ class _RunBody:
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def _error_result(call: ToolCall, message: str) -> ToolResult:
-    return ToolResult(call_id=call.id, name=call.name, content=[TextPart(text=message)], is_error=True)
-
-
-def _tool_finishes(tool: Tool | None) -> bool:
-    return bool(tool is not None and tool.finishing)
 
 
 def _call_key(call: ToolCall) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from .exceptions import ToolExecutionError
 from .messages import ImagePart, TextPart
@@ -61,6 +61,7 @@ class ReplayReport(BaseModel):
     observations: list[ReplayedObservation] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def ok(self) -> bool:
         """True when every call that could be re-run gave the recorded result."""
@@ -68,6 +69,7 @@ class ReplayReport(BaseModel):
             o.status == "same" for o in self.observations
         )
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def diverged(self) -> list[ReplayedCall]:
         return [c for c in self.calls if c.status in ("diverged", "missing_tool")]

@@ -51,4 +51,10 @@ if [[ ! -f $stamp || "$(cat $stamp)" != "$want" ]]; then
   $VPY -m pip install -q -e ".[dev]"
   echo "$want" > $stamp
 fi
+# BFCL data for evals/bfcl: the package's full dependency set pins old numpy and dozens of SDKs
+# the evals never use, so it goes in without them.
+if ! $VPY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bfcl_eval') is None)"; then
+  log "installing bfcl-eval (BFCL data; --no-deps)"
+  $VPY -m pip install -q --no-deps bfcl-eval
+fi
 log "ready: $($VPY -c 'import omni_agent, sys; print("omni-agent", omni_agent.__version__, "on Python", sys.version.split()[0])')"

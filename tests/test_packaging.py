@@ -52,9 +52,30 @@ def test_console_script_help() -> None:
 def test_public_api_is_pinned() -> None:
     import omni_agent
 
-    assert omni_agent.__all__ == sorted(omni_agent.__all__, key=lambda s: (s.startswith("_"), s.lower()))
+    assert omni_agent.__all__ == sorted(omni_agent.__all__)
     for name in omni_agent.__all__:
         assert getattr(omni_agent, name) is not None
     # The names users' code relies on; removing one is a breaking change.
     for name in ("Agent", "tool", "ToolOutput", "ScriptedModel", "load_model", "parse_output", "validate_call"):
         assert name in omni_agent.__all__
+
+
+def test_wheel_ships_tools_inside_omni_agent(tmp_path: Path) -> None:
+    """`pip install .` (a real wheel build): tools/ lands as omni_agent/tools, never top-level."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info into the tree
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info", "__pycache__"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src), "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("omni_agent-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "omni_agent/tools/shell.py" in names and "omni_agent/tools/browser.py" in names
+    assert "omni_agent/parsing/qwen.py" in names and "omni_agent/py.typed" in names
+    assert not any(n.startswith("tools/") for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "omni-agent = omni_agent.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -80,12 +80,12 @@ def test_agent_loop_drives_tiny_qwen3_omni(tiny_qwen3_omni, spoken_command_wav):
     user = prompt[prompt.index("<|im_start|>user"):]
     assert "<|vision_start|>[image_pad]<|vision_end|>" in user and "<|audio_start|>[audio_pad]<|audio_end|>" in user
     assert prompt.endswith("<|im_start|>assistant\n")
-    raw = result.messages[-1].raw_text if hasattr(result, "messages") else None
-    parsed = parse_output(raw or "")
-    assert result.answer == parsed.visible_text  # the loop's answer is the parser's visible text
-    if parsed.visible_text.strip() and not parsed.calls:
-        samples, rate = result.audio.load()
-        assert rate == 24_000 and samples.size > 0 and np.isfinite(samples).all()
+    raw = result.messages[-1].raw_text
+    assert raw, "the model's raw text was not recorded"
+    parsed = parse_output(raw)
+    assert not parsed.calls and result.answer == parsed.visible_text  # the loop's answer is the parser's text
+    samples, rate = result.audio.load()  # a final answer with speak=True comes back spoken
+    assert rate == 24_000 and samples.size > 0 and np.isfinite(samples).all()
 
 
 def test_tool_response_turn_in_place(tiny_qwen3_omni, spoken_command_wav):

@@ -106,21 +106,45 @@ def test_page_closing_itself_mid_action_is_a_clear_error(crashy, browser_site):
     assert not crashy.call("browser_goto", url=browser_site.url("/page2")).is_error
 
 
+_TWO_LOOPS_SCRIPT = """
+import asyncio, json, os, sys, time
+from omni_agent.tool import ToolContext
+from omni_agent.tools.browser import BrowserConfig, BrowserSession, browser_tools
+
+session = BrowserSession(BrowserConfig(action_timeout_s=5))
+goto = next(t for t in browser_tools(session=session) if t.name == "browser_goto")
+first = asyncio.run(goto.call({"url": sys.argv[1]}, ToolContext()))
+old = [session.pid, session._driver_pid]
+second = asyncio.run(goto.call({"url": sys.argv[2]}, ToolContext()))
+new_pid = session.pid
+asyncio.run(session.close())
+print(json.dumps({"first": first.text, "second": second.text, "errors": [first.is_error, second.is_error],
+                  "launches": session.launches, "old": old, "new_pid": new_pid}))
+"""
+
+
 @pytest.mark.slow
 def test_new_event_loop_relaunches_instead_of_failing(browser_site, tmp_path):
-    """Agent.run() called twice runs two event loops; the session must follow."""
-    session = BrowserSession(BrowserConfig(workspace=tmp_path, action_timeout_s=5))
-    goto = next(t for t in browser_tools(session=session) if t.name == "browser_goto")
-    ctx = ToolContext(workspace=tmp_path)
-    first = asyncio.run(goto.call({"url": browser_site.url("/")}, ctx))
-    old_pid = session.pid
-    try:
-        second = asyncio.run(goto.call({"url": browser_site.url("/page2")}, ctx))
-        assert not first.is_error and not second.is_error, second.text
-        assert session.launches == 2 and session.pid != old_pid
-        assert _wait_until(lambda: not _alive(old_pid))  # the first loop's browser is gone
-    finally:
-        asyncio.run(session.close())
+    """Tools called from two asyncio.run() loops: the second relaunches and the first loop's
+    browser and Playwright driver are stopped. Runs in a subprocess because the dead loop's pipe
+    transports print "Event loop is closed" when garbage-collected."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_LOOPS_SCRIPT, browser_site.url("/"), browser_site.url("/page2")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["errors"] == [False, False], report
+    assert "'Page two'" in report["second"] and report["launches"] == 2
+    old_browser, old_driver = report["old"]
+    assert old_driver is not None and report["new_pid"] != old_browser
+    assert _wait_until(lambda: not _alive(old_browser)) and _wait_until(lambda: not _alive(old_driver))
 
 
 def _alive(pid: int) -> bool:

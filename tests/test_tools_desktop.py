@@ -152,10 +152,7 @@ def test_type_through_the_clipboard(virtual_display: VirtualDisplay, event_logge
     _focus_entry(tool, event_logger)
     text = "café <ü> 東京 " + "long text " * 20
     assert not call(tool, action="type", text=text).is_error
-    try:
-        event_logger.wait_for(lambda ev: event_logger.text() == text, what="the pasted text")
-    finally:
-        print(event_logger.events())
+    assert event_logger.wait_for(lambda ev: event_logger.text() == text, what="the pasted text")
 
 
 @pytest.mark.parametrize(

@@ -236,7 +236,8 @@ def file_tools(workspace: str | os.PathLike[str], *, max_view_bytes: int = 32_00
         except ToolExecutionError as exc:
             return ToolOutput.error(exc.message)
         except OSError as exc:
-            return ToolOutput.error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+            where = f" ({exc.filename})" if exc.filename else ""
+            return ToolOutput.error(f"the file operation failed: {exc.strerror or exc}{where}")
 
     @tool(kind="file_read")
     def file_view(path: str, start_line: int = 1, end_line: int | None = None) -> ToolOutput:

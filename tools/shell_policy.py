@@ -50,9 +50,9 @@ _POWER = {"shutdown", "reboot", "halt", "poweroff", "kexec"}
 _QUOTED_RE = re.compile(r"'[^']*'|\"(?:\\.|[^\"\\])*\"")
 _PLACEHOLDER = "__OA_SUBST_{}__"
 _PLACEHOLDER_RE = re.compile(r"__OA_SUBST_(\d+)__")
-_FORK_BOMB_RES = (
-    # name(){ name|name& };name  and  function name { name & name; }
-    re.compile(r"(?:function\s+)?([\w:.\-]+)\s*(?:\(\s*\))?\s*\{[^}]*?(?<![\w:.\-])\1\s*[|&][^}]*\}"),
+# name(){ name|name& };name  and  function name { name & name; }
+_SHELL_FORK_BOMB_RE = re.compile(r"(?:function\s+)?([\w:.\-]+)\s*(?:\(\s*\))?\s*\{[^}]*?(?<![\w:.\-])\1\s*[|&][^}]*\}")
+_SCRIPT_FORK_BOMB_RES = (  # inside perl -e '...' / python -c '...': matched on the raw text
     re.compile(r"\bfork\s+while\s+fork\b"),
     re.compile(r"while\s*(?:True|1)\s*:\s*os\.fork\(\)"),
     re.compile(r"\bwhile\s+(?:true|:)\s*;\s*do\s+\$0\s*&"),
@@ -87,9 +87,8 @@ def _assess(cmd: str, workspace: str, home: str, *, depth: int, cwd: str | None 
     if depth > 6:
         return "command nests shells too deeply to check"
     unquoted = _QUOTED_RE.sub("''", cmd)  # quoted text is data; `bash -c '...'` is checked when unwrapped
-    for pattern in _FORK_BOMB_RES:
-        if pattern.search(unquoted):
-            return "looks like a fork bomb (a process that copies itself without end)"
+    if _SHELL_FORK_BOMB_RE.search(unquoted) or any(p.search(cmd) for p in _SCRIPT_FORK_BOMB_RES):
+        return "looks like a fork bomb (a process that copies itself without end)"
     text, substitutions = _cut_substitutions(cmd)
     for inner in substitutions:
         reason = _assess(inner, workspace, home, depth=depth + 1, cwd=cwd)
@@ -299,15 +298,15 @@ def _flags(args: list[str]) -> tuple[set[str], list[str]]:
 
 def _assess_simple(command: _Command, scope: _Scope, depth: int) -> str | None:
     for target in command.writes:
+        if re.match(r"^/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|mapper/|md|loop|mem|kmem|port)", target):
+            return f"writes directly to a device: {target}"
         path = _resolve(target, scope)
         if path is not None and _system_path(path, scope):
             return f"redirects output into a system path: {_describe(target, path)}"
-        if re.match(r"^/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|mapper/|md|loop|mem|kmem|port)", target):
-            return f"writes directly to a device: {target}"
     name, args = _program(command.words)
     if not name:
         return None
-    checks = (_check_nested, _check_download_into_shell, _check_delete, _check_disk, _check_writes,
+    checks = (_check_nested, _check_download_into_shell, _check_disk, _check_delete, _check_writes,
               _check_permissions, _check_power, _check_kill)  # fmt: skip
     for check in checks:
         reason = check(name, args, command, scope, depth)

@@ -55,7 +55,7 @@ def _fail(exc: BaseException) -> None:
     if os.environ.get("OMNI_AGENT_DEBUG") == "1":
         raise exc
     message = exc.message if isinstance(exc, OmniAgentError) else f"{type(exc).__name__}: {exc}"
-    _err.print(f"[bold red]error:[/] {escape(message)}")
+    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -120,7 +120,7 @@ def _print_summary(s: dict[str, Any], run_dir: Path) -> None:
     )
     if not s["complete"]:
         _out.print(f"[yellow]incomplete: {s['episodes']} of {s['expected_episodes']} episodes; resume with --resume --out {run_dir}[/]")
-    _out.print(f"report: {escape(str((Path(run_dir) / 'index.html').resolve()))}")
+    _out.print(f"report: {escape(str((Path(run_dir) / 'index.html').resolve()))}", soft_wrap=True)
 
 
 @eval_app.command("compare")

@@ -242,6 +242,8 @@ def _build_tools(task: Task, env: EpisodeEnvironment) -> _Tools:
 
         cfg = {k: v for k, v in options.items() if k in BrowserConfig.model_fields}
         cfg.setdefault("workspace", env.workspace)
+        if "close_after_run" in BrowserConfig.model_fields:
+            cfg["close_after_run"] = False  # the checks read the page after the run; closed in teardown
         if task.setup.browser and task.setup.browser.url.startswith("file:"):
             cfg.setdefault("allow_file_urls", True)
         if env.display is not None and not cfg.get("headless", True):

@@ -47,7 +47,7 @@ REFERENCE_SOLUTIONS: dict[str, dict[str, Any]] = {
     },
     "click-button": {
         "values": {"target": QUOTED},
-        "steps": [{"calls": [{"name": "browser_click", "arguments": {"selector": "#area button:text-is('{target}')"}}]}],
+        "steps": [{"calls": [{"name": "browser_click", "arguments": {"selector": "#area button:text-is('{target}') >> nth=0"}}]}],
     },
     "focus-text": {"steps": [{"calls": [{"name": "browser_click", "arguments": {"selector": "#tt"}}]}]},
     "enter-text": {
@@ -59,7 +59,7 @@ REFERENCE_SOLUTIONS: dict[str, dict[str, Any]] = {
     },
     "click-link": {
         "values": {"target": QUOTED},
-        "steps": [{"calls": [{"name": "browser_click", "arguments": {"selector": "#area a:text-is('{target}')"}}]}],
+        "steps": [{"calls": [{"name": "browser_click", "arguments": {"selector": "#area span.alink:text-is('{target}') >> nth=0"}}]}],
     },
 }
 """Per-task reference solutions: ``values`` (name -> JS read after the episode starts) and the

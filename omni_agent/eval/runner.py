@@ -124,7 +124,11 @@ def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -
             with _LIVE_LOCK:
                 _LIVE.pop(proc.pid, None)
     if reason is None and result_path.exists():
-        return EpisodeResult.model_validate_json(result_path.read_text(encoding="utf-8"))
+        result = EpisodeResult.model_validate_json(result_path.read_text(encoding="utf-8"))
+        wall = time.perf_counter() - t0
+        # The worker timed itself from inside; the rest is process start-up and imports.
+        timings = {**result.timings, "worker_overhead": round(max(0.0, wall - result.total_seconds), 4)}
+        return result.model_copy(update={"total_seconds": round(wall, 4), "timings": timings})
     _cleanup_after_dead_worker(ep_dir, proc.pid)
     return EpisodeResult(
         episode_id=job.episode_id,
@@ -251,7 +255,7 @@ def run_suite(
     if ray_address:
         from .ray_runner import ray_results
 
-        stream = ray_results(pending, model=model, run_dir=run_dir, retries=retries, address=ray_address)
+        stream = ray_results(pending, model=model, run_dir=run_dir, retries=retries, address=ray_address, workers=workers)
     else:
         stream = _local_results(pending, model=model, run_dir=run_dir, workers=workers, retries=retries)
     bar = _Progress(len(tasks), len(done), enabled=progress, label=policy_label(model))

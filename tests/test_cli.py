@@ -1,0 +1,113 @@
+"""The installed `omni-agent` command, run as a subprocess exactly as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXE = str(Path(sys.executable).parent / "omni-agent")
+
+
+def cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EXE, *args], input=stdin, capture_output=True, text=True, timeout=120, cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+
+
+def test_tools_json_lists_schemas(tmp_path: Path) -> None:
+    proc = cli("tools", "--tools", "shell,files", "--json", "-w", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    schemas = json.loads(proc.stdout)
+    names = [s["function"]["name"] for s in schemas]
+    assert "shell" in names and any(n.startswith("file_") for n in names)
+    for s in schemas:
+        assert s["type"] == "function" and s["function"]["parameters"]["type"] == "object"
+
+
+def test_tools_from_a_user_file(tmp_path: Path) -> None:
+    mod = tmp_path / "mytools.py"
+    mod.write_text(
+        "from omni_agent import tool\n\n@tool\ndef greet(name: str, times: int = 1) -> str:\n"
+        '    """Greet someone.\n\n    Args:\n        name: who to greet\n    """\n    return "hi " * times + name\n'
+    )
+    proc = cli("tools", "--tools", str(mod), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (schema,) = json.loads(proc.stdout)
+    params = schema["function"]["parameters"]
+    assert params["required"] == ["name"]
+    assert params["properties"]["name"]["description"] == "who to greet"
+
+
+def test_parse_reports_calls_and_validation(tmp_path: Path) -> None:
+    raw = (
+        "<think>I should list files</think>Listing now.\n"
+        '<tool_call>\n{"name": "shell", "arguments": {"command": "ls"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "shell", "arguments": {"command": 5, "bogus": true}}\n</tool_call><|im_end|>'
+    )
+    proc = cli("parse", "-", "--tools", "shell", "--json", "-w", str(tmp_path), stdin=raw)
+    assert proc.returncode == 1  # one call is invalid
+    doc = json.loads(proc.stdout)
+    assert doc["visible_text"].strip() == "Listing now."
+    assert doc["thinking"].strip() == "I should list files"
+    assert [c["name"] for c in doc["calls"]] == ["shell", "shell"]
+    first, second = doc["validation"]
+    assert first["ok"] and not second["ok"]
+    assert "command" in second["message"] and "bogus" in second["message"]
+
+
+def test_parse_clean_output_exits_zero(tmp_path: Path) -> None:
+    f = tmp_path / "out.txt"
+    f.write_text('<tool_call>{"name": "shell", "arguments": {"command": "pwd"}}</tool_call>')
+    proc = cli("parse", str(f))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "shell" in proc.stdout
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    proc = cli("run", "hello", "--model", "nonsense:thing", "-w", str(tmp_path))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr and "nonsense" in proc.stderr
+    proc = cli("parse", str(tmp_path / "missing.txt"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+    debug = cli("--debug", "parse", str(tmp_path / "missing.txt"))
+    assert "Traceback" in debug.stderr
+
+
+@pytest.mark.slow
+def test_run_then_replay_with_a_scripted_policy(tmp_path: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([
+        '<tool_call>\n{"name": "file_create", "arguments": {"path": "note.txt", "content": "hello"}}\n</tool_call>',
+        '<tool_call>\n{"name": "shell", "arguments": {"command": "cat note.txt"}}\n</tool_call>',
+        "The note says hello.",
+    ]))
+    ws = tmp_path / "ws"
+    runs = tmp_path / "runs"
+    proc = cli("run", "write a note", "--model", f"scripted:{script}", "--tools", "shell,files",
+               "-w", str(ws), "--trajectory", str(runs), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["answer"] == "The note says hello." and result["stop_reason"] == "answer"
+    assert (ws / "note.txt").read_text() == "hello"
+    traj = Path(result["trajectory_dir"])
+    assert (traj / "steps.jsonl").is_file() and (traj / "meta.json").is_file()
+    meta = json.loads((traj / "meta.json").read_text())
+    assert "scripted" in json.dumps(meta)
+    # Replay in a fresh world like the one the run started from: nothing diverges.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    proc = cli("replay", str(traj), "--json", "-w", str(fresh))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (fresh / "note.txt").read_text() == "hello"
+    # A world that differs (the note already exists): replay reports where it diverged.
+    proc = cli("replay", str(traj), "--json", "-w", str(ws))
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["diverged"]
+    assert report["calls"][0]["status"] == "diverged" and report["calls"][0]["name"] == "file_create"

@@ -1,0 +1,77 @@
+"""BFCL: type conversion through the project's schema path, and fidelity over all single-turn
+categories (ground truth accepted 100%, every broken variant rejected, per category)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("bfcl_eval", reason="scripts/setup.sh installs bfcl-eval (pip install --no-deps bfcl-eval)")
+
+from omni_agent.eval.bfcl import (  # noqa: E402
+    SINGLE_TURN_CATEGORIES,
+    BfclEntry,
+    bfcl_tasks,
+    fidelity,
+    judge_text,
+    load_category,
+    render_prompt,
+    to_json_schema,
+    tools_for,
+)
+from omni_agent.registry import ToolRegistry  # noqa: E402
+
+
+def test_bfcl_types_become_json_schema() -> None:
+    bfcl = {
+        "type": "dict",
+        "properties": {
+            "a": {"type": "float"}, "b": {"type": "tuple", "items": {"type": "integer"}},
+            "c": {"type": "any"}, "d": {"type": "dict", "properties": {"x": {"type": "string"}}},
+            "e": {"type": "HashMap"}, "f": {"type": "String"},
+        },
+        "required": ["a"],
+    }  # fmt: skip
+    s = to_json_schema(bfcl)
+    assert s["type"] == "object" and s["required"] == ["a"]
+    p = s["properties"]
+    assert p["a"] == {"type": "number"} and p["b"] == {"type": "array", "items": {"type": "integer"}}
+    assert "type" not in p["c"] and p["d"]["type"] == "object" and p["e"]["type"] == "object"
+    assert p["f"]["type"] == "string"
+
+
+def test_prompt_and_judging_use_the_project_pipeline() -> None:
+    entry = load_category("simple_python")[0]
+    tools = tools_for(entry)
+    prompt = render_prompt(entry, tools)
+    assert "# Tools" in prompt and "<tools>" in prompt and entry.messages[0]["content"] in prompt
+    reg = ToolRegistry(tools)
+    good = '<tool_call>\n{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}\n</tool_call>'
+    assert judge_text(entry, good, reg).ok
+    assert judge_text(entry, good.replace("10", '"ten"'), reg).stage == "validate"
+    assert judge_text(entry, good.replace("10", "12"), reg).stage == "match"
+    assert not judge_text(entry, "The area is 25.", reg).ok
+    irrelevant = BfclEntry("x", "irrelevance", entry.messages, entry.functions)
+    assert judge_text(irrelevant, "I cannot do that.", reg).ok and not judge_text(irrelevant, good, reg).ok
+
+
+def test_fidelity_all_single_turn_categories() -> None:
+    report = fidelity(SINGLE_TURN_CATEGORIES)
+    assert set(report) == set(SINGLE_TURN_CATEGORIES)
+    for cat, f in report.items():
+        assert f.entries > 0, cat
+        assert f.accepted == f.entries, (cat, f.failures[:3])
+        assert f.variants >= f.entries and f.rejected == f.variants, (cat, f.failures[:3])
+    # the six kinds of breakage are all exercised where ground truth exists
+    kinds = set(report["simple_python"].by_kind)
+    assert {"unknown_name", "missing_required", "wrong_type", "unexpected_argument", "wrong_value", "arguments_not_object"} <= kinds
+    # entries left out for contradicting their own schema stay a small, listed minority
+    total = sum(f.entries for f in report.values())
+    conflicts = sum(len(f.schema_conflicts) for f in report.values())
+    assert total > 3500 and conflicts < 0.02 * total
+
+
+def test_bfcl_entries_as_runner_tasks() -> None:
+    tasks = bfcl_tasks(["simple_python", "irrelevance"], limit=2)
+    assert len(tasks) == 4
+    assert tasks[0].functions and tasks[0].checks[0].type == "tool_calls" and tasks[0].reference[0].calls
+    assert tasks[-1].checks[0].expected == []
