@@ -148,11 +148,11 @@ async def execute_calls(
             call_id=call.id, name=call.name, action=auth.action, reason=auth.reason, approved=auth.approved
         )
         await emit(ev.PolicyDecided(step=step, call=call, decision=auth.action, reason=auth.reason, approved=auth.approved))
-        checked.append(
-            CheckedCall(call=call, validation=record, tool=tool, decision=decision, allowed_call=allowed_call)
-            if auth.allowed
-            else CheckedCall(call=call, validation=record, tool=tool, decision=decision, refusal=error_result(call, auth.denial()))
-        )
+        if auth.allowed:
+            checked.append(CheckedCall(call=call, validation=record, tool=tool, decision=decision, allowed_call=allowed_call))
+        else:
+            refusal = error_result(call, auth.denial())
+            checked.append(CheckedCall(call=call, validation=record, tool=tool, decision=decision, refusal=refusal))
     times["policy"] = time.monotonic() - t
 
     if before_running is not None:

@@ -516,7 +516,8 @@ class _RunBody:
             message = f"the {agent.max_seconds:g} s limit was reached while the model was generating"
             return await self._halt(log, t_step, Halt(StopReason.TIME_LIMIT, message), logged=message)
         except ModelError as exc:
-            return await self._halt(log, t_step, Halt(StopReason.MODEL_ERROR, f"model error: {exc.message}"), logged=exc.message)
+            halt = Halt(StopReason.MODEL_ERROR, f"model error: {exc.message}")
+            return await self._halt(log, t_step, halt, logged=exc.message)
         except Exception as exc:  # a backend bug must end the run cleanly, trajectory kept
             message = f"model backend failed: {type(exc).__name__}: {exc}"
             return await self._halt(log, t_step, Halt(StopReason.MODEL_ERROR, message), logged=message)
