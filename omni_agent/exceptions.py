@@ -8,6 +8,7 @@
     │   └── ModelResponseError      the backend answered with something unusable (malformed JSON)
     ├── ToolExecutionError          raised *by tools* to report a failure the model should see
     ├── TrajectoryError             a trajectory directory cannot be read
+    ├── DisplayError                no usable X display (none set, Xvfb missing, server died)
     └── MissingDependencyError      an optional extra is not installed (says which)
 
 Model mistakes (bad JSON, unknown tool, schema errors) are never exceptions: the parser and the
@@ -51,6 +52,10 @@ class ToolExecutionError(OmniAgentError):
 
 class TrajectoryError(OmniAgentError):
     """A trajectory directory is missing or unreadable."""
+
+
+class DisplayError(OmniAgentError):
+    """No usable X display: none configured, Xvfb missing, or it would not start / answer."""
 
 
 class MissingDependencyError(OmniAgentError, ImportError):

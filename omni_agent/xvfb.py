@@ -22,17 +22,13 @@ import time
 from pathlib import Path
 from typing import IO, Any, Mapping
 
-from .exceptions import OmniAgentError
+from .exceptions import DisplayError
 
 __all__ = ["DisplayError", "VirtualDisplay", "display_is_reachable"]
 
 X11_SOCKET_DIR = Path("/tmp/.X11-unix")
 _FIRST_DISPLAY = 99  # low numbers belong to real desktops and remote sessions
 _LAST_DISPLAY = 1099
-
-
-class DisplayError(OmniAgentError):
-    """No usable X display: none configured, Xvfb missing, or it would not start / answer."""
 
 
 def _socket_path(number: int) -> Path:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from omni_agent.machine import describe_machine  # noqa: E402
 
 PAGE = b"""<!doctype html><html><head><title>Bench</title></head><body>
 <h1>Bench</h1><input id="q" aria-label="Query"><button id="b" onclick="this.dataset.n=(+this.dataset.n||0)+1">Go</button>
@@ -45,19 +45,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         chromium = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         chromium = "chromium version unknown"
-    return f"{os.cpu_count()} cores (nproc), {cpu}, {platform.system()} {platform.release()}, {chromium}"
+    return describe_machine(chromium)
 
 
 def _stats(samples: list[float]) -> str:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from omni_agent.coords import QWEN3_SPEC, QWEN25_SPEC, ModelImageSpec, resize_for_model  # noqa: E402
 from omni_agent.screen import ScreenCapture  # noqa: E402
+from omni_agent.machine import cpu_model  # noqa: E402
 from omni_agent.xvfb import VirtualDisplay  # noqa: E402
 
 UI_APP = r"""
@@ -60,14 +61,6 @@ SPECS: dict[str, ModelImageSpec] = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def ms(samples: list[float]) -> str:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import enum
 import json
-import os
-import platform
 import statistics
 import time
 from typing import Annotated, Callable, Literal, Optional
@@ -24,6 +22,7 @@ from pydantic import BaseModel, Field
 from omni_agent.parsing import StreamParser, parse_output
 from omni_agent.registry import ToolRegistry
 from omni_agent.tool import Tool, tool
+from omni_agent.machine import describe_machine
 from omni_agent.validation import validate_call
 
 
@@ -152,13 +151,7 @@ def measure(fn: Callable[[], None], iterations: int) -> tuple[float, float]:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores (nproc), Python {platform.python_version()}"
+    return describe_machine()
 
 
 def main() -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -29,19 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from omni_agent.tool import ToolContext  # noqa: E402
 from omni_agent.tools.sandbox import SandboxLimits, bwrap_argv  # noqa: E402
 from omni_agent.tools.shell import shell_tools  # noqa: E402
+from omni_agent.machine import describe_machine  # noqa: E402
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     bwrap = subprocess.run(["bwrap", "--version"], capture_output=True, text=True).stdout.strip() if shutil.which("bwrap") else "no bwrap"
-    return f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), {cpu}, {platform.system()} {platform.release()}, Python {platform.python_version()}, {bwrap}"
+    return describe_machine(bwrap)
 
 
 def _stats(name: str, samples: list[float]) -> None:
