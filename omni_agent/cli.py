@@ -228,6 +228,16 @@ def replay_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _mount_subcommands() -> None:
+    """Sub-apps live beside their features; importing them is light (heavy work is lazy)."""
+    from .eval.cli import eval_app
+
+    app.add_typer(eval_app, name="eval")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Console entry point: one clear line per error unless --debug."""
     if "--debug" in sys.argv[1:2]:

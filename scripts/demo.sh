@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT="runs/smoke-$(date +%Y%m%d-%H%M%S)"
-exec .venv/bin/python -m omni_agent.eval.cli smoke --model reference --workers 2 --out "$OUT" "$@"
+exec .venv/bin/omni-agent eval smoke --model reference --workers 2 --out "$OUT" "$@"

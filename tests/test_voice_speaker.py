@@ -217,6 +217,9 @@ def test_attach_voice_output_speaks_progress_and_answer_through_a_wav_sink(tmp_p
     agent = Agent(model, [open_page], speak=True)
     output = attach_voice_output(agent, engine="espeak", sink=str(tmp_path / "speech"), min_interval_s=0)
     assert agent.speak is False  # the speaker says the answer; the model must not synthesise it too
+    # A scripted model answers in microseconds and the answer interrupts stale progress; waiting
+    # for the speaker after each step lets every utterance finish, as it would with a real model.
+    agent.events.subscribe(lambda e: output.speaker.wait_idle(10) if e.type == "step_finished" else None)
     result = asyncio.run(agent.arun("open the page"))
     output.close()
     assert result.answer == "All done."

@@ -1,0 +1,43 @@
+"""``FastOptions``: which parts of the GPU fast path are switched on.
+
+Everything is optional. On CPU only the pieces that are plain PyTorch run (static KV cache,
+prefix reuse, image-embedding cache): they are what CI tests on the tiny models. CUDA graphs
+and ``torch.compile`` need CUDA and are switched off automatically without it.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["FastOptions"]
+
+
+class FastOptions(BaseModel):
+    """Switches and sizes of the fast Thinker path (``QwenOmniModel.load(..., fast=FastOptions())``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_cache_tokens: int = Field(16_384, ge=64)
+    """Slots of the static KV cache: prompt + generated tokens of the longest step. A step that
+    needs more is refused with a clear message (raise it, or let the context evict screenshots)."""
+    prefix_reuse: bool = True
+    """Keep the KV cache between calls and prefill only what is new (the transcript is append-only)."""
+    image_cache_entries: int = Field(32, ge=0)
+    """Vision-encoder outputs kept by image hash (0: re-encode every image every step)."""
+    cuda_graphs: bool = True
+    """Capture one decode step in a CUDA graph (CUDA only): one launch per token instead of thousands."""
+    compile: bool = True
+    """``torch.compile`` the per-layer decode function before graph capture (CUDA only): fuses the
+    small element-wise kernels; compiled once for all layers (same shapes, weights as arguments)."""
+    graph_buckets: tuple[int, ...] = (2048, 4096, 8192)
+    """Attention lengths with their own captured graph, so a short context does not read the
+    whole static cache; ``max_cache_tokens`` is always added as the last bucket."""
+    decode_experts: str = "batched_mm"
+    """How MoE experts run in the fast decode step: ``batched_mm`` (gather the chosen experts, one
+    batched matmul; graph-safe) or ``loop`` (eager per-expert loop, CPU-friendly, not graph-safe)."""
+
+    def buckets(self) -> list[int]:
+        """Sorted attention-length buckets, capped by and ending with ``max_cache_tokens``."""
+        sizes = {b for b in self.graph_buckets if b < self.max_cache_tokens}
+        sizes.add(self.max_cache_tokens)
+        return sorted(sizes)
