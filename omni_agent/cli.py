@@ -150,6 +150,10 @@ def run_cmd(
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds"),
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every call that needs confirmation."),
     speak: bool = typer.Option(False, "--speak", help="Speak progress and the final answer."),
+    speak_to: Optional[str] = typer.Option(None, "--speak-to", help="Sound device (default), 'none', or a WAV directory."),
+    speech_engine: str = typer.Option("auto", "--speech-engine", help="auto | talker | espeak | silent"),
+    voice: Optional[str] = typer.Option(None, "--voice", help="Talker voice (e.g. Ethan, Chelsie, Aiden)."),
+    language: Optional[str] = typer.Option(None, "--language", help="Language of spoken progress (en, zh, ...)."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show thinking text."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -182,15 +186,24 @@ def run_cmd(
         system_prompt=system,
         metadata={"toolsets": split_toolset_names(tools), "workspace": str(workspace.resolve())},
     )
-    if speak:
-        agent_kwargs["speak"] = True
     agent = Agent(the_model, loaded_tools, **agent_kwargs)
     agent.events.subscribe(LiveDisplay(err, verbose=verbose))
-    result = agent.run(
-        instruction,
-        audio=AudioPart.from_path(audio) if audio else None,
-        images=[ImagePart.from_path(p) for p in image] or None,
-    )
+    voice_out = None
+    if speak:
+        from .voice.cli import speech_for_run
+
+        voice_out = speech_for_run(
+            agent, speak_to=speak_to, engine=speech_engine, voice=voice, language=language, console=err
+        )
+    try:
+        result = agent.run(
+            instruction,
+            audio=AudioPart.from_path(audio) if audio else None,
+            images=[ImagePart.from_path(p) for p in image] or None,
+        )
+    finally:
+        if voice_out is not None:
+            voice_out.close()
     if as_json:
         print(json.dumps({k: v for k, v in result.model_dump(mode="json").items() if k != "messages"}, indent=2))
     else:
@@ -231,8 +244,10 @@ def replay_cmd(
 def _mount_subcommands() -> None:
     """Sub-apps live beside their features; importing them is light (heavy work is lazy)."""
     from .eval.cli import eval_app
+    from .voice.cli import listen_cmd
 
     app.add_typer(eval_app, name="eval")
+    app.command("listen")(listen_cmd)
 
 
 _mount_subcommands()

@@ -111,3 +111,29 @@ def test_run_then_replay_with_a_scripted_policy(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     assert report["diverged"]
     assert report["calls"][0]["status"] == "diverged" and report["calls"][0]["name"] == "file_create"
+
+
+@pytest.mark.slow
+def test_run_with_a_spoken_command_and_speech_out(tmp_path: Path) -> None:
+    """`omni-agent run --audio command.wav --speak`: the audio reaches the model's request, the
+    tool runs, and progress + answer are spoken (espeak-ng engine, WAV sink: no sound device here)."""
+    wav = tmp_path / "command.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "create a file called hello"], check=True, timeout=60)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([
+        '<tool_call>\n{"name": "file_create", "arguments": {"path": "hello.txt", "content": "hi"}}\n</tool_call>',
+        "I created hello.txt.",
+    ]))
+    spoken = tmp_path / "spoken"
+    ws = tmp_path / "ws"
+    proc = cli("run", "--audio", str(wav), "--model", f"scripted:{script}", "--tools", "files", "-w", str(ws),
+               "--trajectory", str(tmp_path / "runs"), "--speak", "--speak-to", str(spoken),
+               "--speech-engine", "espeak", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert (ws / "hello.txt").read_text() == "hi"
+    traj = Path(json.loads(proc.stdout)["trajectory_dir"])
+    first_step = json.loads((traj / "steps.jsonl").read_text().splitlines()[0])
+    assert '"kind": "audio"' in json.dumps(first_step) or "'kind': 'audio'" in str(first_step)
+    wavs = sorted(spoken.glob("*.wav"))
+    assert wavs, "nothing was spoken"
+    assert any(w.stat().st_size > 8000 for w in wavs)

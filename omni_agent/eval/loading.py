@@ -27,6 +27,7 @@ TASK_SUFFIXES = (".yaml", ".yml")
 
 SUITE_ALIASES = {
     "smoke": "tasks/smoke",
+    "voice": "tasks/voice",
     "miniwob": "evals/miniwob/suite.py:tasks",
     "bfcl": "evals/bfcl/suite.py:tasks",
 }

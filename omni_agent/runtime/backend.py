@@ -18,6 +18,8 @@ from ..exceptions import ModelError, UserError
 from ..messages import AudioPart
 from ..models.base import GenerationSettings, Model, ModelChunk, ModelInfo, ModelRequest, ModelResponse, Usage
 from .chat_template import template_supports_tools
+from .fast.options import FastOptions
+from .fast.run import fast_unsupported, make_fast_thinker, run_fast_generate
 from .families import Family, family_for_model_type
 from .generation import GenerationResult, eos_token_ids, run_generate
 from .loading import LoadedCheckpoint, apply_image_spec, image_factor, load_checkpoint
@@ -35,7 +37,14 @@ class QwenOmniModel(Model):
     ``local_files_only=False``) or :meth:`from_objects` (a model already in memory).
     """
 
-    def __init__(self, checkpoint: LoadedCheckpoint, *, name: str | None = None, speech: SpeechSettings | None = None):
+    def __init__(
+        self,
+        checkpoint: LoadedCheckpoint,
+        *,
+        name: str | None = None,
+        speech: SpeechSettings | None = None,
+        fast: FastOptions | bool | None = None,
+    ):
         self.checkpoint = checkpoint
         self.model = checkpoint.model
         self.processor = checkpoint.processor
@@ -46,6 +55,9 @@ class QwenOmniModel(Model):
             raise ModelError(f"{checkpoint.path} has no chat template (chat_template.json)")
         self.template_renders_tools = template_supports_tools(template)
         self._lock = threading.Lock()  # one generate() at a time per model
+        # Optional GPU fast path (static KV cache reused across steps, CUDA-graph decode): off
+        # unless asked for; text-only Thinker turns use it, everything else the plain path.
+        self.fast = make_fast_thinker(self.model, fast, processor=self.processor)
         self.info = ModelInfo(
             name=name or os.path.basename(str(checkpoint.path).rstrip("/")) or self.family.label,
             backend="qwen-omni",
@@ -73,10 +85,12 @@ class QwenOmniModel(Model):
         local_files_only: bool = True,
         name: str | None = None,
         speech: SpeechSettings | None = None,
+        fast: FastOptions | bool | None = None,
     ) -> "QwenOmniModel":
         """Load a checkpoint. ``enable_talker`` loads the Talker (speech out; ~10 GB for
         Qwen3-Omni). ``talker`` is an alias used by ``qwen-omni:PATH?talker=true`` specs.
-        ``local_files_only=False`` allows downloading a hub id."""
+        ``local_files_only=False`` allows downloading a hub id. ``fast=True`` / ``FastOptions(...)``
+        switches on the fast Thinker path (``omni_agent.runtime.fast``; Qwen3-Omni)."""
         if talker is not None:
             enable_talker = _as_bool(talker)
         checkpoint = load_checkpoint(
@@ -90,7 +104,7 @@ class QwenOmniModel(Model):
             max_pixels=int(max_pixels) if max_pixels is not None else None,
             local_files_only=_as_bool(local_files_only),
         )
-        return cls(checkpoint, name=name, speech=speech)
+        return cls(checkpoint, name=name, speech=speech, fast=fast)
 
     @classmethod
     def from_objects(
@@ -101,6 +115,7 @@ class QwenOmniModel(Model):
         name: str,
         image_spec: ImageSpec | None = None,
         speech: SpeechSettings | None = None,
+        fast: FastOptions | bool | None = None,
     ) -> "QwenOmniModel":
         """Wrap a model already in memory (e.g. a random full-size build in a benchmark)."""
         family = family_for_model_type(model.config.model_type)
@@ -115,7 +130,7 @@ class QwenOmniModel(Model):
             has_talker=bool(getattr(model, "has_talker", False)),
             image_spec=spec,
         )
-        return cls(checkpoint, name=name, speech=speech)
+        return cls(checkpoint, name=name, speech=speech, fast=fast)
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -158,6 +173,18 @@ class QwenOmniModel(Model):
         self, prepared: PreparedPrompt, settings: GenerationSettings, *, on_text: Any, preprocess_s: float, **kw: Any
     ) -> GenerationResult:
         try:
+            if self.fast is not None and not fast_unsupported(
+                prepared.inputs, return_audio=bool(kw.get("return_audio")), thinker_extra=kw.get("thinker_extra")
+            ):
+                return run_fast_generate(
+                    self.fast,
+                    self.processor,
+                    prepared.inputs,
+                    settings=settings,
+                    on_text=on_text,
+                    thinker_extra=kw.get("thinker_extra"),
+                    preprocess_s=preprocess_s,
+                )
             return run_generate(
                 self.model,
                 self.processor,
@@ -276,6 +303,7 @@ class QwenOmniModel(Model):
     async def aclose(self) -> None:
         """Drop the weights and free accelerator memory."""
         self.model = None
+        self.fast = None
         self.checkpoint.model = None
         try:
             import torch

@@ -32,18 +32,18 @@ from .speaker import (
 from .vad import SileroVAD, SpeechStarted, Utterance, UtteranceEnded, UtteranceSegmenter, VADSettings, segment_utterances
 
 __all__ = [
-    "INPUT_RATE",
     "ArraySource",
     "AudioDecodeError",
     "AudioDeviceError",
     "EspeakEngine",
     "HeardCommand",
+    "INPUT_RATE",
     "Microphone",
     "NoSpeechError",
     "NullSink",
     "ProgressPolicy",
-    "SileroVAD",
     "SilentEngine",
+    "SileroVAD",
     "SoundDeviceSink",
     "Speaker",
     "SpeechRecord",

@@ -22,6 +22,11 @@ __all__ = ["app", "listen_cmd", "speech_for_run"]
 app = typer.Typer(name="voice", help="Voice commands.", no_args_is_help=True, pretty_exceptions_enable=False)
 _err = Console(stderr=True)
 
+
+@app.callback()
+def _voice() -> None:
+    """Voice commands (kept a group so ``listen`` is named even as the only command)."""
+
 _STYLES = {
     "listening": "dim", "speech": "cyan", "heard": "bold cyan", "doing": "magenta", "done": "green",
     "said": "yellow", "answer": "bold", "error": "red",

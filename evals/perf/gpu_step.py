@@ -1,0 +1,420 @@
+"""GPU agent-step benchmark: plain generate() vs the fast path, side by side, one run.
+
+Builds the full-size Qwen3-Omni-30B-A3B Thinker with random bf16 weights on the GPU (gpu_smoke's
+builder: evals/perf/data/qwen3-omni-30b-a3b-instruct.arch.json), wraps it twice in the real
+backend (``QwenOmniModel.from_objects``: plain, and ``fast=FastOptions(...)``) and runs the
+issue's scenario through both: a 10-step GUI episode where each step adds one tool result with a
+new 1280x720 screenshot (880 image tokens) and the model answers with a 40-token call.
+
+Printed per step and engine: image preprocessing, vision, prefill (time to first token),
+decode ms/token, step latency, peak memory; then the checks that the fast path computes the same
+thing (logits within bf16 tolerance of the plain forward on the same inputs, full prefill, reused
+prefix and one decode step; greedy tokens of a tiny float32 model identical through CUDA graphs)
+and the memory plan for Thinker + Talker + a 32k-token episode on an 80 GB H100.
+
+    python evals/perf/gpu_step.py                      # exits 2 with a clear message without CUDA
+    python evals/perf/gpu_step.py --steps 10 --json $OUT/gpu_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
+
+import gpu_smoke  # noqa: E402  (machine(), screenshot(), build_processor(), TOOLS, DEFAULT_ARCH)
+
+H100_USABLE_GIB = 79.6  # 81559 MiB reported by nvidia-smi on the H100 80GB machines here
+TARGET_DECODE_MS = 6.0
+TARGET_STEP_MS = 400.0
+
+
+class Dev:
+    """CUDA memory/sync helpers that are no-ops on CPU (``--dry-run`` exercises the script there)."""
+
+    def __init__(self, device) -> None:
+        import torch
+
+        self.torch = torch
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib(self) -> float:
+        return self.torch.cuda.max_memory_allocated() / 2**30 if self.cuda else float("nan")
+
+    def allocated_gib(self) -> float:
+        return self.torch.cuda.memory_allocated() / 2**30 if self.cuda else float("nan")
+
+
+def log(message: str) -> None:
+    print(f"[gpu_step {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def build_full_thinker(arch_path: Path, device, *, tiny: bool = False):
+    """The real architecture, random bf16 weights, built on the device (as gpu_smoke does)."""
+    import torch
+    import transformers
+
+    from omni_agent.runtime.synthetic import assert_all_finite, qwen3_omni_config_from_arch, tiny_config
+
+    if tiny:  # --dry-run: the tiny test architecture, so the script itself can be checked on CPU
+        config = tiny_config("qwen3_omni")
+        config.enable_audio_output = False
+    else:
+        config = qwen3_omni_config_from_arch(json.loads(arch_path.read_text()), enable_audio_output=False)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16 if not tiny else torch.float32)
+    try:
+        with device:
+            model = transformers.Qwen3OmniMoeForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.eval()
+    assert_all_finite(model)
+    return model, config
+
+
+def talker_bytes(arch_path: Path) -> int:
+    """bf16 bytes of the Talker + code predictor + Code2Wav (counted on the meta device)."""
+    import torch
+    import transformers
+
+    from omni_agent.runtime.synthetic import qwen3_omni_config_from_arch
+
+    config = qwen3_omni_config_from_arch(json.loads(arch_path.read_text()), enable_audio_output=True)
+    with torch.device("meta"):
+        full = transformers.Qwen3OmniMoeForConditionalGeneration(config)
+    n = sum(p.numel() for name, p in full.named_parameters() if not name.startswith("thinker."))
+    return 2 * n
+
+
+def episode_messages(steps: int, *, tool_text: str):
+    """[system, user(task + screenshot 0)] and, per step, (assistant call, tool result + screenshot)."""
+    from PIL import ImageDraw
+
+    from omni_agent.messages import AssistantMessage, ImagePart, SystemMessage, TextPart, ToolCall, ToolMessage, ToolResult, UserMessage
+
+    def shot(i: int):
+        image = gpu_smoke.screenshot()
+        draw = ImageDraw.Draw(image)
+        draw.rectangle((40 + 60 * i, 600, 90 + 60 * i, 640), fill=(255, 200, 0))  # the screen changes each step
+        draw.text((220, 180), f"Step {i}: form field {i} filled", fill=(0, 0, 0))
+        return image
+
+    head = [
+        SystemMessage("You operate a Linux desktop through the computer_use tool. " + tool_text),
+        UserMessage([TextPart(text="Fill in the form and press OK."), ImagePart.from_pil(shot(0))]),
+    ]
+    turns = []
+    for i in range(steps):
+        call = ToolCall(id=f"call_{i}", name="computer_use", arguments={"action": "left_click", "coordinate": [412 + i, 300]})
+        result = ToolResult(call_id=call.id, name="computer_use", content=[TextPart(text="clicked"), ImagePart.from_pil(shot(i + 1))])
+        turns.append((AssistantMessage(content=[], tool_calls=[call]), ToolMessage(result=result)))
+    return head, turns
+
+
+EXTRA_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": desc,
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string", "description": "absolute path"}, "text": {"type": "string"}},
+                "required": ["path"],
+            },
+        },
+    }
+    for name, desc in (
+        ("read_file", "Read a text file from the workspace and return its content."),
+        ("write_file", "Write text to a file in the workspace, creating folders as needed."),
+        ("run_shell", "Run a shell command in the sandbox and return stdout, stderr and the exit code."),
+    )
+]
+
+
+def rel_err(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def plain_last_logits(model, inputs, extra_token: int | None = None):
+    """The plain transformers forward (no cache) over the prompt (+ one token): last logits."""
+    import torch
+
+    tensors = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in dict(inputs).items()}
+    tensors["pixel_values"] = tensors["pixel_values"].to(model.dtype)
+    if extra_token is not None:
+        token = torch.tensor([[extra_token]], device=model.device)
+        tensors["input_ids"] = torch.cat([tensors["input_ids"], token], dim=1)
+        tensors["attention_mask"] = torch.ones_like(tensors["input_ids"])
+    thinker = model.thinker
+    thinker.model.rope_deltas = None
+    with torch.inference_mode():
+        hidden = thinker.model(**tensors, use_cache=False).last_hidden_state
+        return thinker.lm_head(hidden[:, -1]).float()[0]
+
+
+def tiny_greedy_check(device) -> str:
+    """Greedy tokens of plain generate() vs the fast path with CUDA graphs on a tiny float32 model."""
+    import torch
+    import transformers
+
+    from omni_agent.messages import ImagePart, SystemMessage, TextPart, UserMessage
+    from omni_agent.models.base import GenerationSettings, ModelRequest
+    from omni_agent.runtime import QwenOmniModel
+    from omni_agent.runtime.fast import FastOptions
+    from omni_agent.runtime.synthetic import tiny_config
+    from omni_agent.runtime.workarounds import init_untrained_talker_experts
+
+    torch.manual_seed(0)
+    config = tiny_config("qwen3_omni")
+    config.enable_audio_output = False
+    with device:
+        model = transformers.Qwen3OmniMoeForConditionalGeneration(config).eval()
+    init_untrained_talker_experts(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        processor = gpu_smoke.build_processor(Path(tmp))
+    plain = QwenOmniModel.from_objects(model, processor, name="tiny")
+    fast = QwenOmniModel.from_objects(
+        model, copy.copy(processor), name="tiny-fast", fast=FastOptions(max_cache_tokens=4096, compile=False)
+    )
+    messages = [SystemMessage("You operate a desktop."), UserMessage([TextPart(text="Click OK."), ImagePart.from_pil(gpu_smoke.screenshot())])]
+    same = 0
+    total = 0
+    for step in range(3):
+        request = ModelRequest(messages=messages, tools=gpu_smoke.TOOLS, settings=GenerationSettings(max_new_tokens=24))
+        force = {"min_new_tokens": 24}
+        a = plain._generate_locked(plain.prepare(request), request.settings, on_text=None, preprocess_s=0, thinker_extra=force)
+        b = fast._generate_locked(fast.prepare(request), request.settings, on_text=None, preprocess_s=0, thinker_extra=force)
+        total += 1
+        same += int(a.token_ids == b.token_ids)
+        messages = messages + [UserMessage(f"step {step} done")]
+    graphs = fast.fast.stats.graphs_captured
+    return f"tiny float32 Qwen3-Omni on {device}: greedy tokens identical in {same}/{total} steps (24 tokens each), {graphs} CUDA graph(s) captured, prefilled {fast.fast.stats.prefilled_tokens} of {fast.fast.stats.prompt_tokens} prompt tokens"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=Path, default=gpu_smoke.DEFAULT_ARCH)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--call-tokens", type=int, default=40, help="tokens decoded per step (forced)")
+    parser.add_argument("--max-cache-tokens", type=int, default=16384)
+    parser.add_argument("--max-images", type=int, default=None, help="context image budget (default: keep all, the issue's scenario)")
+    parser.add_argument("--no-compile", action="store_true", help="CUDA graphs without torch.compile")
+    parser.add_argument("--skip-plain", action="store_true", help="only the fast path")
+    parser.add_argument("--skip-tiny", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="write all figures here")
+    parser.add_argument("--dry-run", action="store_true", help="tiny model, CPU allowed: checks the script, measures nothing")
+    args = parser.parse_args(argv)
+
+    try:
+        import torch
+    except ImportError:
+        print("gpu_step: torch is not installed: pip install 'omni-agent[qwen]'", file=sys.stderr)
+        return 2
+    if not torch.cuda.is_available() and not args.dry_run:
+        print(
+            "gpu_step: CUDA is not available: this benchmark needs an NVIDIA GPU with ~80 GB (it builds the "
+            "full-size Qwen3-Omni-30B-A3B Thinker in bf16); nothing was run.",
+            file=sys.stderr,
+        )
+        return 2
+    import transformers
+
+    from omni_agent.context import apply_image_budget
+    from omni_agent.models.base import GenerationSettings, ModelRequest
+    from omni_agent.runtime import QwenOmniModel
+    from omni_agent.runtime.fast import FastOptions
+    from omni_agent.runtime.fast.kv_cache import kv_bytes_per_token
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = Dev(device)
+    report: dict = {"machine": gpu_smoke.machine(), "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    log(f"machine: {report['machine']}")
+    log(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    if not args.skip_tiny and dev.cuda:
+        report["tiny_check"] = tiny_greedy_check(device)
+        log(report["tiny_check"])
+        torch.cuda.empty_cache()
+
+    t0 = time.perf_counter()
+    model, config = build_full_thinker(args.arch, device, tiny=args.dry_run)
+    weights_gib = dev.allocated_gib()
+    log(f"built {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params in {time.perf_counter() - t0:.1f} s ({weights_gib:.1f} GiB)")
+    with tempfile.TemporaryDirectory() as tmp:
+        processor = gpu_smoke.build_processor(Path(tmp))
+    options = FastOptions(max_cache_tokens=args.max_cache_tokens, compile=not args.no_compile)
+    plain = QwenOmniModel.from_objects(model, processor, name="plain")
+    fast = QwenOmniModel.from_objects(model, copy.copy(processor), name="fast", fast=options)
+    engine = fast.fast
+
+    tool_text = "Tools you may also use: " + json.dumps(EXTRA_TOOLS)
+    head, turns = episode_messages(args.steps, tool_text=tool_text)
+    tools = gpu_smoke.TOOLS + EXTRA_TOOLS
+    settings = GenerationSettings(max_new_tokens=args.call_tokens, temperature=0.0)
+    force = {"min_new_tokens": args.call_tokens}
+
+    log("warm-up: plain generate (4 tokens); fast path compile + CUDA graph capture")
+    warm = ModelRequest(messages=head, tools=tools, settings=GenerationSettings(max_new_tokens=4))
+    if not args.skip_plain:
+        plain._generate_locked(plain.prepare(warm), warm.settings, on_text=None, preprocess_s=0, thinker_extra={"min_new_tokens": 4})
+    t_warm = time.perf_counter()
+    fast._generate_locked(fast.prepare(warm), warm.settings, on_text=None, preprocess_s=0, thinker_extra={"min_new_tokens": 4})
+    capture_s = engine.warm_up()
+    report["fast_warmup_s"] = time.perf_counter() - t_warm
+    log(f"fast warm-up {report['fast_warmup_s']:.1f} s (graph capture + compile {capture_s:.1f} s, {engine.stats.graphs_captured} graphs)")
+    engine.reset()
+
+    rows = []
+    transcript = list(head)
+    engines = [("fast", fast)] if args.skip_plain else [("plain", plain), ("fast", fast)]
+    last_inputs = None
+    for step in range(1, args.steps + 1):
+        messages = transcript
+        if args.max_images is not None:
+            messages, _ = apply_image_budget(transcript, max_images=args.max_images, chunk=2)
+        request = ModelRequest(messages=messages, tools=tools, settings=settings)
+        row: dict = {"step": step}
+        tokens = {}
+        for label, qwen in engines:
+            dev.sync()
+            dev.reset_peak()
+            t_pre = time.perf_counter()
+            prepared = qwen.prepare(request)
+            pre = time.perf_counter() - t_pre
+            result = qwen._generate_locked(prepared, settings, on_text=None, preprocess_s=pre, thinker_extra=force)
+            dev.sync()
+            t = result.timings
+            row["prompt"] = result.prompt_tokens
+            row[label] = {
+                "preprocess_ms": pre * 1000,
+                "vision_ms": t.get("vision", float("nan")) * 1000,
+                "prefill_ms": t["prefill"] * 1000,
+                "prefilled_tokens": int(t.get("prefilled_tokens", result.prompt_tokens)),
+                "decode_ms_per_token": t.get("decode_per_token", float("nan")) * 1000,
+                "step_ms": (pre + t["generate"]) * 1000,
+                "peak_gib": dev.peak_gib(),
+            }
+            tokens[label] = result.token_ids
+            if label == "fast":
+                last_inputs = prepared.inputs
+        if "plain" in tokens:
+            agree = 0
+            for x, y in zip(tokens["plain"], tokens["fast"]):
+                if x != y:
+                    break
+                agree += 1
+            row["greedy_agree"] = agree
+        rows.append(row)
+        p, f = row.get("plain"), row["fast"]
+        log(
+            f"step {step:2d} prompt {row['prompt']:5d} | "
+            + (f"plain pre {p['preprocess_ms']:4.0f} prefill {p['prefill_ms']:4.0f} dec {p['decode_ms_per_token']:5.1f} ms/t step {p['step_ms']:5.0f} | " if p else "")
+            + f"fast pre {f['preprocess_ms']:4.0f} vis {f['vision_ms']:3.0f} prefill {f['prefill_ms']:4.0f} ({f['prefilled_tokens']} new) dec {f['decode_ms_per_token']:5.2f} ms/t step {f['step_ms']:5.0f}"
+        )
+        call_msg, tool_msg = turns[step - 1]
+        transcript = transcript + [call_msg, tool_msg]
+    report["steps"] = rows
+
+    # -- equivalence on the full model (same inputs) -------------------------------------------
+    log("equivalence: fast logits vs the plain forward on the last step's prompt")
+    checks = {}
+    plan = engine.plan(last_inputs)
+    engine.reset()
+    ref = plain_last_logits(model, last_inputs)
+    with torch.inference_mode():
+        full, _ = engine.prefill(last_inputs, engine.plan(last_inputs))
+        checks["prefill_full_rel_err"] = rel_err(full, ref)
+        checks["prefill_full_top1_same"] = int(full.argmax()) == int(ref.argmax())
+        cut = plan.spans[-1].start
+        engine.reset()
+        from omni_agent.runtime.fast.thinker import StepPlan
+
+        engine.prefill(last_inputs, StepPlan(ids=plan.ids[:cut], spans=[s for s in plan.spans if s.end <= cut], reuse=0))
+        reused, _ = engine.prefill(last_inputs, StepPlan(ids=plan.ids, spans=plan.spans, reuse=cut))
+        checks["prefill_reused_prefix_tokens"] = cut
+        checks["prefill_reused_rel_err"] = rel_err(reused, ref)
+        token = int(ref.argmax())
+        slot = len(engine.state)
+        step_logits = engine.decode(token, slot, engine.state.next_position(slot))
+    ref2 = plain_last_logits(model, last_inputs, extra_token=token)
+    checks["decode_graph_rel_err"] = rel_err(step_logits, ref2)
+    checks["decode_top1_same"] = int(step_logits.argmax()) == int(ref2.argmax())
+    report["checks"] = checks
+    log(f"checks: {checks}")
+
+    # -- memory plan ---------------------------------------------------------------------------
+    text = config.thinker_config.text_config
+    kv32 = kv_bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, text.head_dim, 2) * 32768 / 2**30
+    talker_gib = talker_bytes(args.arch) / 2**30 if not args.dry_run else 0.0
+    step_peak = max(r["fast"]["peak_gib"] for r in rows)
+    fast_cache_gib = engine.cache.nbytes / 2**30 if engine.cache is not None else 0.0
+    activations = max(step_peak - weights_gib - fast_cache_gib, 0.0)
+    need = weights_gib + talker_gib + kv32 + activations
+    report["memory"] = {
+        "thinker_weights_gib": weights_gib, "talker_code2wav_gib": talker_gib, "kv_32k_gib": kv32,
+        "step_activations_gib": activations, "total_gib": need, "h100_usable_gib": H100_USABLE_GIB,
+        "fits_h100": need <= H100_USABLE_GIB,
+    }  # fmt: skip
+
+    # -- summary -------------------------------------------------------------------------------
+    def med(label: str, key: str) -> float:
+        return statistics.median(r[label][key] for r in rows) if label in rows[0] else float("nan")
+
+    last = rows[-1]
+    print("")
+    print("== gpu_step: Qwen3-Omni-30B-A3B Thinker, 10-step GUI episode (random bf16 weights) ==")
+    print(f"machine     {report['machine']}")
+    print(f"versions    torch {torch.__version__}, transformers {transformers.__version__}, {report['date']}")
+    print(f"fast path   {options.model_dump()}")
+    print(f"warm-up     fast path {report['fast_warmup_s']:.1f} s once (compile + {engine.stats.graphs_captured} CUDA graphs)")
+    print("")
+    print("step prompt |  plain: preproc  prefill  decode/tok   step |  fast: preproc vision prefill(new)  decode/tok   step | greedy")
+    for r in rows:
+        p = r.get("plain")
+        f = r["fast"]
+        ptxt = f"{p['preprocess_ms']:7.0f} {p['prefill_ms']:8.0f} {p['decode_ms_per_token']:8.1f} ms {p['step_ms']:6.0f}" if p else " " * 38
+        print(
+            f"{r['step']:4d} {r['prompt']:6d} | {ptxt} | {f['preprocess_ms']:7.0f} {f['vision_ms']:6.0f} {f['prefill_ms']:7.0f}"
+            f"({f['prefilled_tokens']:5d}) {f['decode_ms_per_token']:8.2f} ms {f['step_ms']:6.0f} | {r.get('greedy_agree', '-')}"
+        )
+    print("")
+    plain_dec, fast_dec = med("plain", "decode_ms_per_token"), med("fast", "decode_ms_per_token")
+    print(f"decode      plain {plain_dec:.1f} ms/token, fast {fast_dec:.2f} ms/token (median over steps): {plain_dec / fast_dec:.1f}x")
+    print(f"step {last['step']:2d}     plain {last.get('plain', {}).get('step_ms', float('nan')):.0f} ms, fast {last['fast']['step_ms']:.0f} ms")
+    print(f"peak memory plain {max((r['plain']['peak_gib'] for r in rows), default=float('nan')) if 'plain' in rows[0] else float('nan'):.1f} GiB, fast {step_peak:.1f} GiB (static cache {fast_cache_gib:.2f} GiB)")
+    print(f"checks      {checks}")
+    m = report["memory"]
+    print(
+        f"memory plan Thinker {m['thinker_weights_gib']:.1f} + Talker/Code2Wav {m['talker_code2wav_gib']:.1f} + KV 32k {m['kv_32k_gib']:.1f} "
+        f"+ step activations {m['step_activations_gib']:.1f} = {m['total_gib']:.1f} GiB vs H100 {H100_USABLE_GIB} GiB: "
+        + ("fits" if m["fits_h100"] else "does NOT fit (the backend refuses a cache it cannot allocate)")
+    )
+    ok_decode = fast_dec <= TARGET_DECODE_MS
+    ok_step = last["fast"]["step_ms"] <= TARGET_STEP_MS
+    print(f"targets     decode <= {TARGET_DECODE_MS} ms/token: {'MET' if ok_decode else 'NOT met'} ({fast_dec:.2f}); step {last['step']} <= {TARGET_STEP_MS:.0f} ms: {'MET' if ok_step else 'NOT met'} ({last['fast']['step_ms']:.0f})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Image preprocessing once per screenshot: a caching wrapper around the processor's image processor.
+
+An agent prompt carries the last few screenshots and the processor resizes, normalises and
+patchifies every one of them again at every step (~20-80 ms each on a CPU core), which alone
+can exceed a step's latency budget. Qwen's image processor treats each image independently,
+so each image's output is cached by a hash of its pixels and the batch is re-assembled; the
+result is identical to processing the batch at once (tests compare them). The keys of the
+last call are kept so the prefix cache can fingerprint images without hashing the tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["CachingImageProcessor", "install_image_cache"]
+
+
+def image_key(image: Any, kwargs: dict[str, Any]) -> str:
+    digest = hashlib.sha1(image.tobytes())
+    digest.update(f"{image.mode}{image.size}".encode())
+    digest.update(repr(sorted((k, repr(v)) for k, v in kwargs.items() if k != "return_tensors")).encode())
+    return digest.hexdigest()
+
+
+class CachingImageProcessor:
+    """Delegates to ``inner`` image by image, caching each image's (pixel rows, grid) by content."""
+
+    def __init__(self, inner: Any, *, capacity: int = 64, dtype: Any = None) -> None:
+        self._inner = inner
+        self._dtype = dtype  # the vision tower's dtype: it casts to it anyway, bf16 halves the copy
+        self._capacity = capacity
+        self._cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._local = threading.local()
+        self.hits = 0
+        self.misses = 0
+
+    def __getattr__(self, name: str) -> Any:  # merge_size, patch_size, model_input_names, ...
+        return getattr(self._inner, name)
+
+    @property
+    def last_keys(self) -> tuple[list[str], Any] | None:
+        """(keys in order, the pixel_values tensor they describe) of this thread's last call."""
+        return getattr(self._local, "last", None)
+
+    def __call__(self, images: Any, **kwargs: Any) -> Any:
+        import torch
+        from PIL import Image
+        from transformers import BatchFeature
+
+        flat = images if isinstance(images, (list, tuple)) else [images]
+        if not flat or not all(isinstance(im, Image.Image) for im in flat):
+            self._local.last = None
+            return self._inner(images, **kwargs)
+        pixels: list[Any] = []
+        grids: list[Any] = []
+        keys: list[str] = []
+        for image in flat:
+            key = image_key(image, kwargs)
+            item = self._cache.get(key)
+            if item is None:
+                self.misses += 1
+                out = self._inner([image], **{**kwargs, "return_tensors": "pt"})
+                rows = out["pixel_values"]
+                item = (rows.to(self._dtype) if self._dtype is not None else rows, out["image_grid_thw"])
+                self._cache[key] = item
+                while len(self._cache) > self._capacity:
+                    self._cache.popitem(last=False)
+            else:
+                self.hits += 1
+                self._cache.move_to_end(key)
+            pixels.append(item[0])
+            grids.append(item[1])
+            keys.append(key)
+        result = BatchFeature({"pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)})
+        self._local.last = (keys, result["pixel_values"])
+        return result
+
+
+def install_image_cache(processor: Any, *, capacity: int = 64, dtype: Any = None) -> CachingImageProcessor:
+    """Wrap ``processor.image_processor`` (idempotent) and return the wrapper."""
+    current = processor.image_processor
+    if isinstance(current, CachingImageProcessor):
+        return current
+    wrapper = CachingImageProcessor(current, capacity=capacity, dtype=dtype)
+    processor.image_processor = wrapper
+    return wrapper

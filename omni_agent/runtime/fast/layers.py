@@ -1,0 +1,256 @@
+"""The Qwen3 text decoder layer as plain functions of tensors (the Thinker's and the Talker's).
+
+Why not call the transformers modules: ``torch.compile`` guards on module identity, so the 48
+layer modules would compile 48 times; with the weights passed as arguments one compiled
+function serves every layer. The maths is the module code's, line for line (RMSNorm in float32,
+q/k norms, M-RoPE through the model's own rotary module, softmax router in float32, top-k
+renormalised): the tests compare logits with the plain path.
+
+Attention reads a static KV cache. Decode (one query) folds the query heads of each KV group
+into the query-length axis, so grouped K/V are never repeated over the whole cache (the plain
+path repeats 4 KV heads to 32 on every step).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["LayerWeights", "TextStack", "attention_decode", "attention_prefill", "rms_norm"]
+
+
+def rms_norm(x: Any, weight: Any, eps: float) -> Any:
+    """transformers' Qwen3 RMSNorm: statistics in float32, weight applied in the input dtype."""
+    import torch
+
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(dtype)
+
+
+@dataclass
+class LayerWeights:
+    """The tensors of one decoder layer (views of the model's parameters, no copies)."""
+
+    ln1: Any
+    ln2: Any
+    q: Any
+    k: Any
+    v: Any
+    o: Any
+    q_norm: Any
+    k_norm: Any
+    router: Any | None  # MoE layers: router weight [E, H], experts [E, 2I, H] / [E, H, I]
+    gate_up: Any | None
+    down: Any | None
+    shared: tuple[Any, Any, Any, Any] | None  # Talker: shared expert (gate, up, down) + its gate
+    dense: tuple[Any, Any, Any] | None  # dense MLP layers: (gate, up, down)
+    module: Any  # the transformers layer (prefill runs its MLP module: grouped experts)
+
+
+def _layer_weights(layer: Any) -> LayerWeights:
+    attn = layer.self_attn
+    mlp = layer.mlp
+    router = gate_up = down = shared = dense = None
+    if hasattr(mlp, "experts"):
+        router = mlp.gate.weight
+        gate_up = mlp.experts.gate_up_proj
+        down = mlp.experts.down_proj
+        if getattr(mlp, "shared_expert", None) is not None:
+            se = mlp.shared_expert
+            shared = (se.gate_proj.weight, se.up_proj.weight, se.down_proj.weight, mlp.shared_expert_gate.weight)
+    else:
+        dense = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+    return LayerWeights(
+        ln1=layer.input_layernorm.weight,
+        ln2=layer.post_attention_layernorm.weight,
+        q=attn.q_proj.weight,
+        k=attn.k_proj.weight,
+        v=attn.v_proj.weight,
+        o=attn.o_proj.weight,
+        q_norm=attn.q_norm.weight,
+        k_norm=attn.k_norm.weight,
+        router=router,
+        gate_up=gate_up,
+        down=down,
+        shared=shared,
+        dense=dense,
+        module=layer,
+    )
+
+
+def attention_decode(q: Any, k_cache: Any, v_cache: Any, valid: Any, scale: float) -> Any:
+    """One query per head over a static cache. q [1, Hq, 1, D]; caches [1, Hkv, L, D]; valid [L] bool.
+
+    The Hq/Hkv query heads of a group become Hq/Hkv "query positions" of one KV head, so K/V
+    are read once per KV head (no repeat) and the masked kernel sees [1, Hkv, G, L].
+    """
+    import torch.nn.functional as F
+
+    _, hq, _, d = q.shape
+    hkv = k_cache.shape[1]
+    qg = q.reshape(1, hkv, hq // hkv, d)
+    out = F.scaled_dot_product_attention(qg, k_cache, v_cache, attn_mask=valid.view(1, 1, 1, -1), scale=scale)
+    return out.reshape(1, hq, 1, d)
+
+
+def attention_prefill(q: Any, k_cache: Any, v_cache: Any, start: int, scale: float) -> Any:
+    """``n`` new queries at cache slots [start, start+n) over slots [0, start+n), causal."""
+    import torch
+    import torch.nn.functional as F
+
+    _, hq, n, d = q.shape
+    hkv = k_cache.shape[1]
+    total = start + n
+    k = k_cache[:, :, :total]
+    v = v_cache[:, :, :total]
+    if hq != hkv:  # the plain path does the same repeat (prefill is compute-bound)
+        k = k.repeat_interleave(hq // hkv, dim=1)
+        v = v.repeat_interleave(hq // hkv, dim=1)
+    if start == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    rows = torch.arange(n, device=q.device).view(-1, 1) + start
+    cols = torch.arange(total, device=q.device).view(1, -1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=(cols <= rows).view(1, 1, n, total), scale=scale)
+
+
+class TextStack:
+    """A Qwen3(-MoE) text decoder (Thinker or Talker) run from its weights over a static KV cache.
+
+    ``text_model`` is the transformers text model (``embed_tokens``, ``layers``, ``norm``,
+    ``rotary_emb``); ``lm_head`` its output projection (``None`` to return hidden states).
+    """
+
+    def __init__(self, text_model: Any, lm_head: Any | None) -> None:
+        cfg = text_model.config
+        self.model = text_model
+        self.lm_head = lm_head
+        self.config = cfg
+        self.layers = [_layer_weights(layer) for layer in text_model.layers]
+        self.num_heads = int(cfg.num_attention_heads)
+        self.num_kv_heads = int(cfg.num_key_value_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        self.eps = float(cfg.rms_norm_eps)
+        self.scale = self.head_dim**-0.5
+        self.top_k = int(getattr(cfg, "num_experts_per_tok", 0) or 0)
+        self.norm_topk = bool(getattr(cfg, "norm_topk_prob", True))
+        module = sys.modules[type(text_model.layers[0].self_attn).__module__]
+        self._rotary: Callable[..., Any] = module.apply_rotary_pos_emb
+        act = str(getattr(cfg, "hidden_act", "silu"))
+        if act != "silu":
+            raise NotImplementedError(f"fast path: activation {act!r} is not supported (only silu)")
+        # Replaced by compiled versions on CUDA (see ``compile_decode``).
+        self.pre_attention: Callable[..., Any] = self._pre_attention
+        self.post_attention_decode: Callable[..., Any] = self._post_attention_decode
+
+    # -- the layer maths ---------------------------------------------------------------------
+    def _pre_attention(self, x: Any, ln1: Any, wq: Any, wk: Any, wv: Any, qn: Any, kn: Any, cos: Any, sin: Any):
+        import torch.nn.functional as F
+
+        b, n, _ = x.shape
+        h = rms_norm(x, ln1, self.eps)
+        q = rms_norm(F.linear(h, wq).view(b, n, -1, self.head_dim), qn, self.eps).transpose(1, 2)
+        k = rms_norm(F.linear(h, wk).view(b, n, -1, self.head_dim), kn, self.eps).transpose(1, 2)
+        v = F.linear(h, wv).view(b, n, -1, self.head_dim).transpose(1, 2)
+        q, k = self._rotary(q, k, cos, sin)
+        return q, k, v
+
+    def _post_attention_decode(self, x: Any, attn: Any, wo: Any, ln2: Any, router: Any, gate_up: Any, down: Any):
+        """o_proj + residual + norm + MoE for ONE token (experts gathered by index: graph-safe)."""
+        import torch
+        import torch.nn.functional as F
+
+        x = x + F.linear(attn, wo)
+        h = rms_norm(x, ln2, self.eps).view(1, -1)  # [1, H]
+        probs = torch.softmax(F.linear(h, router).float(), dim=-1)
+        top_w, top_i = torch.topk(probs, self.top_k, dim=-1)
+        if self.norm_topk:
+            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+        top_w = top_w.to(h.dtype).view(-1)
+        idx = top_i.view(-1)
+        gu = torch.bmm(gate_up[idx], h.expand(idx.shape[0], -1).unsqueeze(-1)).squeeze(-1)  # [k, 2I]
+        g, u = gu.chunk(2, dim=-1)
+        a = F.silu(g) * u
+        out = torch.bmm(down[idx], a.unsqueeze(-1)).squeeze(-1)  # [k, H]
+        out = (out * top_w.unsqueeze(-1)).sum(dim=0, keepdim=True)
+        return x + out.to(x.dtype).view_as(x)
+
+    def _mlp(self, w: LayerWeights, x: Any, *, decode: bool) -> Any:
+        """Residual MLP block; decode of MoE without a shared expert uses the graph-safe function."""
+        import torch.nn.functional as F
+
+        h = rms_norm(x, w.ln2, self.eps)
+        if w.dense is not None:
+            g, u, d = w.dense
+            return x + F.linear(F.silu(F.linear(h, g)) * F.linear(h, u), d)
+        return x + w.module.mlp(h)
+
+    # -- forward over the cache ---------------------------------------------------------------
+    def rope(self, x: Any, position_ids: Any) -> tuple[Any, Any]:
+        """cos/sin from the model's own (M-)RoPE module; position_ids [3, 1, n] (or [1, n])."""
+        return self.model.rotary_emb(x, position_ids)
+
+    def forward(
+        self,
+        embeds: Any,
+        position_ids: Any,
+        cache: Any,
+        start: int,
+        *,
+        visual_mask: Any | None = None,
+        deepstack: list[Any] | None = None,
+        last_only: bool = True,
+    ) -> Any:
+        """Prefill ``n`` tokens at cache slots [start, start+n). Returns logits (or hidden states)."""
+        x = embeds
+        n = x.shape[1]
+        cos, sin = self.rope(x, position_ids)
+        for i, w in enumerate(self.layers):
+            q, k, v = self._pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
+            kc, vc = cache.layer(i)
+            kc[:, :, start : start + n] = k
+            vc[:, :, start : start + n] = v
+            a = attention_prefill(q, kc, vc, start, self.scale)
+            a = a.transpose(1, 2).reshape(1, n, -1)
+            import torch.nn.functional as F
+
+            x = x + F.linear(a, w.o)
+            x = self._mlp(w, x, decode=False)
+            if deepstack is not None and i < len(deepstack) and visual_mask is not None:
+                x = x.clone()
+                x[0, visual_mask] = x[0, visual_mask] + deepstack[i].to(x.dtype)
+        return self.head(x[:, -1:] if last_only else x)
+
+    def head(self, x: Any) -> Any:
+        x = rms_norm(x, self.model.norm.weight, float(getattr(self.model.norm, "variance_epsilon", self.eps)))
+        return x if self.lm_head is None else self.lm_head(x)
+
+    def decode_step(self, token_embed: Any, position_ids: Any, cache: Any, slot: Any, valid: Any, length: int) -> Any:
+        """One token: embeds [1, 1, H] at cache slot ``slot`` (device tensor [1]); attention over
+        the first ``length`` slots where ``valid`` [length] is True. Graph-capturable."""
+        import torch.nn.functional as F
+
+        x = token_embed
+        cos, sin = self.rope(x, position_ids)
+        for i, w in enumerate(self.layers):
+            q, k, v = self.pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
+            kc, vc = cache.layer(i)
+            kc.index_copy_(2, slot, k)
+            vc.index_copy_(2, slot, v)
+            a = attention_decode(q, kc[:, :, :length], vc[:, :, :length], valid, self.scale)
+            a = a.transpose(1, 2).reshape(1, 1, -1)
+            if w.router is not None and w.shared is None:
+                x = self.post_attention_decode(x, a, w.o, w.ln2, w.router, w.gate_up, w.down)
+            else:
+                x = x + F.linear(a, w.o)
+                x = self._mlp(w, x, decode=True)
+        return self.head(x)
+
+    def compile_decode(self) -> None:
+        """Compile the per-layer functions once (shapes are the same in every layer)."""
+        import torch
+
+        self.pre_attention = torch.compile(self._pre_attention, dynamic=False, fullgraph=True)
+        self.post_attention_decode = torch.compile(self._post_attention_decode, dynamic=False, fullgraph=True)

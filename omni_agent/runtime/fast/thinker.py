@@ -1,0 +1,384 @@
+"""``FastThinker``: the Qwen3-Omni Thinker's text generation without launch overhead.
+
+Per call: find how much of the prompt the KV cache already holds (``prefix_cache``), encode
+only images not seen before, prefill only the new tokens with M-RoPE positions computed for
+them alone, then decode token by token through one CUDA-graph replay per token (captured per
+attention-length bucket, the per-layer functions compiled once). Without CUDA the same code
+runs eagerly: the static cache, the prefix reuse and the image cache are what CPU tests cover.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ...exceptions import ModelError, UserError
+from ...models.base import GenerationSettings
+from .kv_cache import StaticKVCache
+from .layers import TextStack
+from .options import FastOptions
+from .prefix_cache import ImageEmbeddingCache, ImageSpan, PrefixState, find_image_spans
+
+__all__ = ["FastStats", "FastThinker", "StepPlan"]
+
+_UNSUPPORTED_INPUTS = ("input_features", "pixel_values_videos", "video_grid_thw")
+
+
+@dataclass
+class FastStats:
+    """Counters over the life of a FastThinker (tests and benchmarks read them)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    prefilled_tokens: int = 0
+    images_encoded: int = 0
+    image_cache_hits: int = 0
+    graphs_captured: int = 0
+    last: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepPlan:
+    ids: list[int]
+    spans: list[ImageSpan]
+    reuse: int
+
+
+class FastThinker:
+    """Static-cache, prefix-reusing, graph-replaying generation for a Qwen3-Omni Thinker."""
+
+    def __init__(self, model: Any, *, options: FastOptions | None = None, processor: Any = None) -> None:
+        thinker = getattr(model, "thinker", None)
+        if thinker is None or not hasattr(getattr(thinker, "model", None), "language_model"):
+            raise UserError(
+                "the fast path supports Qwen3-Omni checkpoints (a Thinker with a language model); "
+                f"got {type(model).__name__}: load it without fast=..."
+            )
+        import torch
+
+        self.options = options or FastOptions()
+        self.thinker = thinker
+        self.inner = thinker.model
+        self.stack = TextStack(self.inner.language_model, thinker.lm_head)
+        cfg = thinker.config
+        self.image_token_id = int(cfg.image_token_id)
+        self.merge = int(cfg.vision_config.spatial_merge_size)
+        weight = thinker.lm_head.weight
+        self.device = weight.device
+        self.dtype = weight.dtype
+        cuda = self.device.type == "cuda"
+        self.graphs_on = bool(self.options.cuda_graphs and cuda)
+        self.compile_on = bool(self.options.compile and cuda)
+        self.state = PrefixState()
+        self.images = ImageEmbeddingCache(self.options.image_cache_entries)
+        self.stats = FastStats()
+        self.preprocess_cache = None
+        if processor is not None and self.options.image_cache_entries > 0:
+            from .image_preprocess import install_image_cache
+
+            visual_dtype = next(self.inner.visual.parameters()).dtype
+            self.preprocess_cache = install_image_cache(
+                processor, capacity=self.options.image_cache_entries, dtype=visual_dtype
+            )
+        self.cache: StaticKVCache | None = None
+        self._graphs: dict[int, tuple[Any, Any]] = {}
+        self._pool: Any = None
+        self._compiled = False
+        self.token_buf = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self.pos_buf = torch.zeros((3, 1, 1), dtype=torch.long, device=self.device)
+        self.slot_buf = torch.zeros((1,), dtype=torch.long, device=self.device)
+        self.slots = torch.arange(self.options.max_cache_tokens, device=self.device)
+
+    # -- support checks ------------------------------------------------------------------------
+    @staticmethod
+    def unsupported(inputs: Any) -> str | None:
+        """Why these processor inputs must take the plain path (None: the fast path can run them)."""
+        for key in _UNSUPPORTED_INPUTS:
+            if inputs.get(key) is not None:
+                return f"{key} (audio / video input) is not handled by the fast path"
+        if inputs["input_ids"].shape[0] != 1:
+            return "batch size > 1"
+        return None
+
+    def reset(self) -> None:
+        """Forget the cached transcript (the next call prefills everything)."""
+        self.state.clear()
+
+    def _ensure_cache(self) -> StaticKVCache:
+        if self.cache is None:
+            s = self.stack
+            self.cache = StaticKVCache(
+                num_layers=len(s.layers),
+                num_kv_heads=s.num_kv_heads,
+                head_dim=s.head_dim,
+                max_tokens=self.options.max_cache_tokens,
+                dtype=self.dtype,
+                device=self.device,
+            )
+        return self.cache
+
+    # -- prefill -------------------------------------------------------------------------------
+    def plan(self, inputs: Any) -> StepPlan:
+        ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+        keys = None
+        last = self.preprocess_cache.last_keys if self.preprocess_cache is not None else None
+        if last is not None and last[1] is inputs.get("pixel_values"):
+            keys = last[0]  # hashed from the images themselves while preprocessing
+        spans = find_image_spans(
+            ids,
+            inputs.get("pixel_values"),
+            inputs.get("image_grid_thw"),
+            image_token_id=self.image_token_id,
+            merge=self.merge,
+            keys=keys,
+        )
+        reuse = self.state.reusable(ids, spans) if self.options.prefix_reuse else 0
+        return StepPlan(ids=ids, spans=spans, reuse=reuse)
+
+    def positions(self, new_ids: Sequence[int], new_spans: Sequence[ImageSpan], offset: int) -> Any:
+        """M-RoPE positions [3, 1, n] of an appended segment, computed for its tokens only."""
+        import torch
+
+        ids = torch.tensor([list(new_ids)], dtype=torch.long)
+        grids = torch.tensor([list(s.grid) for s in new_spans], dtype=torch.long) if new_spans else None
+        mask = torch.ones_like(ids)
+        pos, _ = self.inner.get_rope_index(ids, grids, None, mask)
+        return pos.long() + offset
+
+    def _vision(self, inputs: Any, spans: Sequence[ImageSpan]) -> tuple[Any, list[Any]] | None:
+        """Embeddings + deepstack features of ``spans`` in order; encodes only unseen images."""
+        import torch
+
+        if not spans:
+            return None
+        found: dict[str, tuple[Any, list[Any]]] = {}
+        missing: list[ImageSpan] = []
+        for span in spans:
+            item = self.images.get(span.key) if span.key not in found else found[span.key]
+            if item is None:
+                if all(m.key != span.key for m in missing):
+                    missing.append(span)
+            else:
+                found[span.key] = item
+                self.stats.image_cache_hits += 1
+        if missing:
+            pixels = inputs["pixel_values"]
+            rows = torch.cat([pixels[m.rows[0] : m.rows[1]] for m in missing]).to(self.device, self.dtype)
+            grid = torch.tensor([list(m.grid) for m in missing], dtype=torch.long, device=self.device)
+            out = self.inner.get_image_features(rows, grid, return_dict=True)
+            for j, span in enumerate(missing):
+                deep = [layer[j] for layer in out.deepstack_features]
+                found[span.key] = (out.pooler_output[j], deep)
+                self.images.put(span.key, out.pooler_output[j], deep)
+            self.stats.images_encoded += len(missing)
+        embeds = torch.cat([found[s.key][0] for s in spans])
+        depth = len(found[spans[0].key][1])
+        deepstack = [torch.cat([found[s.key][1][d] for s in spans]) for d in range(depth)]
+        return embeds, deepstack
+
+    def prefill(self, inputs: Any, plan: StepPlan) -> tuple[Any, dict[str, float]]:
+        """Run the new part of the prompt; returns the last position's logits and timings."""
+        import torch
+
+        cache = self._ensure_cache()
+        k = plan.reuse
+        new_ids = plan.ids[k:]
+        new_spans = [s for s in plan.spans if s.start >= k]
+        offset = self.state.next_position(k)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        vision = self._vision(inputs, new_spans)
+        self._sync()
+        timings["vision"] = time.perf_counter() - t0
+        ids_t = torch.tensor([new_ids], dtype=torch.long, device=self.device)
+        x = self.stack.model.embed_tokens(ids_t)
+        visual_mask = None
+        deepstack = None
+        if vision is not None:
+            embeds, deepstack = vision
+            visual_mask = ids_t[0] == self.image_token_id
+            x = x.clone()
+            x[0, visual_mask] = embeds.to(x.dtype)
+        pos = self.positions(new_ids, new_spans, offset)
+        logits = self.stack.forward(x, pos.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack)
+        self.state.truncate(k)
+        self.state.append(new_ids, pos.amax(dim=0)[0].tolist(), new_spans)
+        self.stats.reused_tokens += k
+        self.stats.prefilled_tokens += len(new_ids)
+        self.stats.prompt_tokens += len(plan.ids)
+        return logits[0, -1].float(), timings
+
+    # -- decode --------------------------------------------------------------------------------
+    def _bucket(self, length: int) -> int:
+        for size in self.options.buckets():
+            if length <= size:
+                return size
+        raise ModelError(f"{length} tokens exceed the fast path's KV cache ({self.options.max_cache_tokens} slots)")
+
+    def _run_step(self, bucket: int) -> Any:
+        cache = self._ensure_cache()
+        x = self.stack.model.embed_tokens(self.token_buf)
+        valid = self.slots[:bucket] <= self.slot_buf
+        return self.stack.decode_step(x, self.pos_buf, cache, self.slot_buf, valid, bucket)
+
+    def _graph(self, bucket: int) -> tuple[Any, Any]:
+        import torch
+
+        entry = self._graphs.get(bucket)
+        if entry is not None:
+            return entry
+        if self.compile_on and not self._compiled:
+            self.stack.compile_decode()
+            self._compiled = True
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: compilation, cuBLAS handles, allocator
+            for _ in range(3):
+                self._run_step(bucket)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = self._run_step(bucket)
+        self._graphs[bucket] = (graph, out)
+        self.stats.graphs_captured += 1
+        return graph, out
+
+    def warm_up(self, lengths: Sequence[int] | None = None) -> float:
+        """Capture (and compile) the decode graphs ahead of the first step; returns seconds."""
+        if not self.graphs_on:
+            return 0.0
+        t0 = time.perf_counter()
+        slot = len(self.state)  # warm-up writes land on a slot the next step overwrites
+        self.slot_buf.fill_(slot)
+        for bucket in lengths or self.options.buckets():
+            self._graph(self._bucket(bucket))
+        self._sync()
+        return time.perf_counter() - t0
+
+    def decode(self, token: int, slot: int, position: int) -> Any:
+        """Feed ``token`` at cache ``slot`` with M-RoPE position ``position``; next logits [V]."""
+        self.token_buf.fill_(token)
+        self.pos_buf.fill_(position)
+        self.slot_buf.fill_(slot)
+        bucket = self._bucket(slot + 1)
+        if self.graphs_on:
+            graph, out = self._graph(bucket)
+            graph.replay()
+        else:
+            out = self._run_step(bucket)
+        return out[0, -1].float()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    # -- one generation ------------------------------------------------------------------------
+    def generate(
+        self,
+        inputs: Any,
+        *,
+        settings: GenerationSettings,
+        stop_ids: Sequence[int],
+        tokenizer: Any,
+        streamer: Any = None,
+        min_new_tokens: int = 0,
+        on_token: Callable[[int], None] | None = None,
+    ) -> tuple[list[int], str, dict[str, float]]:
+        """Generate up to ``settings.max_new_tokens``; returns (generated ids incl. the stop
+        token if any, finish reason, timings)."""
+        import torch
+
+        t0 = time.perf_counter()
+        plan = self.plan(inputs)
+        total = len(plan.ids) + settings.max_new_tokens
+        if total > self.options.max_cache_tokens:
+            raise ModelError(
+                f"this step needs {total} KV slots ({len(plan.ids)} prompt + {settings.max_new_tokens} new tokens) "
+                f"but the fast path's cache has {self.options.max_cache_tokens}: raise FastOptions.max_cache_tokens "
+                "or keep fewer screenshots in the context"
+            )
+        self.stats.calls += 1
+        with torch.inference_mode():
+            logits, timings = self.prefill(inputs, plan)
+            generator = _sampler(settings, self.device)
+            stops = set(int(s) for s in stop_ids)
+            generated: list[int] = []
+            finish = "length"
+            slot = len(self.state)
+            position = self.state.next_position(slot)
+            first_at = None
+            stop_strings = list(settings.stop or ())
+            while True:
+                if len(generated) < min_new_tokens and stops:
+                    logits[list(stops)] = float("-inf")
+                token = generator(logits)
+                if first_at is None:
+                    first_at = time.perf_counter()
+                generated.append(token)
+                if streamer is not None:
+                    streamer.put(torch.tensor([token]))
+                if on_token is not None:
+                    on_token(token)
+                if token in stops:
+                    finish = "stop"
+                    break
+                if stop_strings and any(s in tokenizer.decode(generated, skip_special_tokens=False) for s in stop_strings):
+                    finish = "stop"
+                    break
+                if len(generated) >= settings.max_new_tokens:
+                    break
+                logits = self.decode(token, slot, position)
+                self.state.append([token], [position])
+                slot += 1
+                position += 1
+            end = time.perf_counter()
+        if streamer is not None:
+            streamer.end()
+        first_at = first_at or end
+        timings.update(
+            {
+                "prefill": first_at - t0,
+                "decode": end - first_at,
+                "generate": end - t0,
+                "reused_tokens": float(plan.reuse),
+                "prefilled_tokens": float(len(plan.ids) - plan.reuse),
+            }
+        )
+        if len(generated) > 1:
+            timings["decode_per_token"] = timings["decode"] / (len(generated) - 1)
+        self.stats.last = dict(timings)
+        return generated, finish, timings
+
+
+def _sampler(settings: GenerationSettings, device: Any) -> Callable[[Any], int]:
+    """Greedy for temperature 0; else temperature / top-k / top-p sampling (one host sync per token)."""
+    import torch
+
+    if settings.temperature <= 0:
+        return lambda logits: int(torch.argmax(logits).item())
+    gen = torch.Generator(device=device)
+    if settings.seed is not None:
+        gen.manual_seed(int(settings.seed))
+    else:
+        gen.seed()
+
+    def sample(logits: Any) -> int:
+        scores = logits / settings.temperature
+        if settings.top_k is not None and settings.top_k > 0:
+            kth = torch.topk(scores, min(int(settings.top_k), scores.shape[-1])).values[-1]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if settings.top_p < 1.0:
+            sorted_scores, order = torch.sort(scores, descending=True)
+            cumulative = torch.softmax(sorted_scores, dim=-1).cumsum(-1)
+            drop = cumulative - torch.softmax(sorted_scores, dim=-1) > settings.top_p
+            scores = scores.scatter(0, order, sorted_scores.masked_fill(drop, float("-inf")))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=gen).item())
+
+    return sample
