@@ -7,13 +7,11 @@ or a zero-argument factory returning either). Heavy imports happen only for the 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .exceptions import UserError
+from .importing import import_target
 from .tool import Tool
 
 __all__ = ["BUILTIN_TOOLSETS", "load_toolsets", "split_toolset_names"]
@@ -74,21 +72,7 @@ def _as_tools(value: Any, origin: str) -> list[Tool]:
 
 def _load_user(spec: str) -> list[Tool]:
     target, _, attr = spec.partition(":") if not spec.endswith(".py") else (spec, "", "")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise UserError(f"tool file not found: {path}")
-        mod_name = f"omni_agent_user_tools_{abs(hash(path.resolve()))}"
-        module_spec = importlib.util.spec_from_file_location(mod_name, path)
-        assert module_spec and module_spec.loader
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[mod_name] = module
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise UserError(f"cannot import tool module {target!r}: {exc}") from exc
+    module = import_target(target, what="tool module")
     if attr:
         if not hasattr(module, attr):
             raise UserError(f"{target} has no attribute {attr!r}")

@@ -42,19 +42,29 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
+# pip's chatter (index warnings) goes to a log; it is shown only when pip fails.
+pip_quiet() {
+  local plog=.venv/pip-last.log
+  if ! "$VPY" -m pip "$@" >"$plog" 2>&1; then
+    grep -v "^WARNING: Location" "$plog" >&2
+    log "pip $* failed (full log: $plog)"
+    return 1
+  fi
+}
 stamp=.venv/.omni-agent-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [[ ! -f $stamp || "$(cat $stamp)" != "$want" ]]; then
   # torch first: otherwise a dependency pulls the multi-GB CUDA build.
-  $VPY -m pip install -q "$TORCH_SPEC"
+  log "installing $TORCH_SPEC"
+  pip_quiet install -q "$TORCH_SPEC"
   log "installing omni-agent[dev] (editable)"
-  $VPY -m pip install -q -e ".[dev]"
+  pip_quiet install -q -e ".[dev]"
   echo "$want" > $stamp
 fi
 # BFCL data for evals/bfcl: the package's full dependency set pins old numpy and dozens of SDKs
 # the evals never use, so it goes in without them.
 if ! $VPY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bfcl_eval') is None)"; then
   log "installing bfcl-eval (BFCL data; --no-deps)"
-  $VPY -m pip install -q --no-deps bfcl-eval
+  pip_quiet install -q --no-deps bfcl-eval
 fi
 log "ready: $($VPY -c 'import omni_agent, sys; print("omni-agent", omni_agent.__version__, "on Python", sys.version.split()[0])')"

@@ -106,7 +106,7 @@ def talker_bytes(arch_path: Path) -> int:
 
 def episode_messages(steps: int, *, tool_text: str):
     """[system, user(task + screenshot 0)] and, per step, (assistant call, tool result + screenshot)."""
-    from PIL import ImageDraw
+    from PIL import Image, ImageDraw
 
     from omni_agent.messages import AssistantMessage, ImagePart, SystemMessage, TextPart, ToolCall, ToolMessage, ToolResult, UserMessage
 
@@ -115,7 +115,9 @@ def episode_messages(steps: int, *, tool_text: str):
         draw = ImageDraw.Draw(image)
         draw.rectangle((40 + 60 * i, 600, 90 + 60 * i, 640), fill=(255, 200, 0))  # the screen changes each step
         draw.text((220, 180), f"Step {i}: form field {i} filled", fill=(0, 0, 0))
-        return image
+        # As ScreenCapture.grab_for_model delivers it: already on the model's 32-px grid
+        # (1280x720 -> 1280x704, 880 tokens), so the prompt builder does not resize it again.
+        return image.resize((1280, 704), Image.Resampling.BICUBIC)
 
     head = [
         SystemMessage("You operate a Linux desktop through the computer_use tool. " + tool_text),
@@ -265,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     fast = QwenOmniModel.from_objects(model, copy.copy(processor), name="fast", fast=options)
     engine = fast.fast
 
-    tool_text = "Tools you may also use: " + json.dumps(EXTRA_TOOLS)
-    head, turns = episode_messages(args.steps, tool_text=tool_text)
+    head, turns = episode_messages(args.steps, tool_text="Work step by step; answer with exactly one tool call per step.")
     tools = gpu_smoke.TOOLS + EXTRA_TOOLS
     settings = GenerationSettings(max_new_tokens=args.call_tokens, temperature=0.0)
     force = {"min_new_tokens": args.call_tokens}

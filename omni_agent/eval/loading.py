@@ -9,9 +9,6 @@ returning tasks (MiniWoB++ and BFCL suites are generated that way).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..exceptions import UserError
+from ..importing import import_target
 from .task import Task
 
 __all__ = ["TaskFileError", "load_suite", "load_task", "load_task_text", "resolve_suite"]
@@ -124,21 +122,7 @@ def resolve_suite(spec: str) -> str:
 
 def _load_factory(spec: str, options: dict[str, Any]) -> list[Task]:
     target, _, attr = spec.rpartition(":")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise UserError(f"suite file not found: {path}")
-        name = f"omni_agent_suite_{abs(hash(str(path.resolve())))}"
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        assert mod_spec and mod_spec.loader
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = module
-        mod_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise UserError(f"cannot import suite module {target!r}: {exc}") from exc
+    module = import_target(target, what="suite module")
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UserError(f"{target} has no suite factory {attr!r}")

@@ -6,6 +6,12 @@ can exceed a step's latency budget. Qwen's image processor treats each image ind
 so each image's output is cached by a hash of its pixels and the batch is re-assembled; the
 result is identical to processing the batch at once (tests compare them). The keys of the
 last call are kept so the prefix cache can fingerprint images without hashing the tensors.
+
+Re-assembling is itself a copy of every image's rows (~11 MB per 1280x704 screenshot in bf16)
+at every step. Like the transcript, the image list is append-only between evictions, so the rows
+live in one growing buffer: a call whose images extend the previous ones copies only the new
+rows and returns a view. Rows already handed out are never overwritten (a diverging list gets a
+fresh buffer).
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ class CachingImageProcessor:
         self._capacity = capacity
         self._cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._buffer: Any = None  # rows of the images in ``_buffer_keys``, in order
+        self._buffer_keys: list[str] = []
+        self._buffer_rows: list[int] = []
         self.hits = 0
         self.misses = 0
 
@@ -74,9 +84,37 @@ class CachingImageProcessor:
             pixels.append(item[0])
             grids.append(item[1])
             keys.append(key)
-        result = BatchFeature({"pixel_values": torch.cat(pixels), "image_grid_thw": torch.cat(grids)})
+        with self._lock:
+            rows = self._assemble(keys, pixels)
+        result = BatchFeature({"pixel_values": rows, "image_grid_thw": torch.cat(grids)})
         self._local.last = (keys, result["pixel_values"])
         return result
+
+
+    def _assemble(self, keys: list[str], pixels: list[Any]) -> Any:
+        """Rows of ``pixels`` (one tensor per image) as one tensor, copying as little as possible."""
+        import torch
+
+        have = self._buffer_keys
+        if self._buffer is not None and keys == have[: len(keys)]:
+            return self._buffer[: sum(self._buffer_rows[: len(keys)])]
+        if self._buffer is None or keys[: len(have)] != have or pixels[0].dtype != self._buffer.dtype:
+            self._buffer, have, self._buffer_rows = None, [], []
+        used = sum(self._buffer_rows)
+        new = pixels[len(have) :]
+        need = used + sum(p.shape[0] for p in new)
+        if self._buffer is None or need > self._buffer.shape[0]:
+            grown = torch.empty((max(need, 2 * need if self._buffer is not None else need), pixels[0].shape[1]), dtype=pixels[0].dtype)
+            if used:
+                grown[:used] = self._buffer[:used]
+            self._buffer = grown  # the old buffer stays intact for views handed out before
+        at = used
+        for rows in new:
+            self._buffer[at : at + rows.shape[0]] = rows
+            at += rows.shape[0]
+        self._buffer_keys = list(keys)
+        self._buffer_rows = self._buffer_rows[: len(have)] + [p.shape[0] for p in new]
+        return self._buffer[:need]
 
 
 def install_image_cache(processor: Any, *, capacity: int = 64, dtype: Any = None) -> CachingImageProcessor:
