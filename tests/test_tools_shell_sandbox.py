@@ -7,7 +7,9 @@ on purpose instead of skipping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,11 +20,18 @@ from typing import Iterator
 import pytest
 
 from omni_agent.tool import Tool, ToolContext, ToolOutput
-from omni_agent.tools.sandbox import SandboxLimits, bwrap_argv, limit_argv
+from omni_agent.tools.sandbox import SandboxLimits, bwrap_argv, create_pids_cgroup, limit_argv
 from omni_agent.tools.shell import shell_tools
 from tests.fixtures.shell import TcpListener
 
 PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+FORKER = (  # forks children that sleep 5 s until the kernel refuses; prints how many it got
+    "import os, time\nkids = []\ntry:\n    for _ in range(40):\n        pid = os.fork()\n"
+    "        if pid == 0:\n            time.sleep(5)\n            os._exit(0)\n        kids.append(pid)\n"
+    "except OSError as exc:\n    print('refused after', len(kids), type(exc).__name__)\n"
+    "else:\n    print('all', len(kids))\n"
+    "for k in kids:\n    os.kill(k, 9)\n"
+)
 
 
 def sandboxed(workspace: Path, **options: object) -> Tool:
@@ -122,13 +131,7 @@ def test_process_limit_enforced_for_an_ordinary_user(host_dir: Path) -> None:
     ws = host_dir / "nobody-ws"
     ws.mkdir()
     ws.chmod(0o777)
-    forker = (
-        "import os, time\nkids = []\ntry:\n    for _ in range(40):\n        pid = os.fork()\n"
-        "        if pid == 0:\n            time.sleep(5)\n            os._exit(0)\n        kids.append(pid)\n"
-        "except OSError as exc:\n    print('refused after', len(kids), type(exc).__name__)\n"
-        "for k in kids:\n    os.kill(k, 9)\n"
-    )
-    argv = bwrap_argv([PYTHON, "-c", forker], workspace=ws, cwd=ws, env={"PATH": "/usr/bin:/bin"},
+    argv = bwrap_argv([PYTHON, "-c", FORKER], workspace=ws, cwd=ws, env={"PATH": "/usr/bin:/bin"},
                       limits=SandboxLimits(nproc=8, cpu_s=10, memory_mb=None), bwrap="bwrap", prlimit="prlimit")  # fmt: skip
     if os.geteuid() == 0:
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
@@ -158,3 +161,124 @@ def test_persistent_session_in_the_sandbox(shell_workspace: Path, tcp_listener: 
     _, second = asyncio.run(main())
     assert second.data.stdout == f"{shell_workspace / 'sub'}\n1\n"
     assert second.data.exit_code != 0 and tcp_listener.accepted == 0
+
+
+# -- the pids cgroup: the process cap that binds root too -------------------------------------------
+
+CGROUP_PARENTS = [Path("/sys/fs/cgroup/pids/omni-agent"), Path("/sys/fs/cgroup/omni-agent"),
+                  Path("/sys/fs/cgroup/unified/omni-agent")]  # fmt: skip
+
+
+def _writable_pids_cgroup_here() -> bool:
+    """Probed independently of the code under test: v1 pids hierarchy or v2 with pids, writable."""
+    v1 = Path("/sys/fs/cgroup/pids")
+    if (v1 / "tasks").is_file() and os.access(v1, os.W_OK):
+        return True
+    for base in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified")):
+        controllers = base / "cgroup.controllers"
+        if controllers.is_file() and "pids" in controllers.read_text().split() and os.access(base, os.W_OK):
+            return True
+    return False
+
+
+needs_root_cgroup = pytest.mark.skipif(
+    os.geteuid() != 0 or not _writable_pids_cgroup_here(),
+    reason="needs root and a writable pids cgroup (the CI container runs as root with one)",
+)
+
+
+def cgroup_leaves() -> set[Path]:
+    return {leaf for parent in CGROUP_PARENTS if parent.is_dir() for leaf in parent.iterdir() if leaf.is_dir()}
+
+
+def forks_allowed(out: ToolOutput) -> int:
+    """How many children FORKER got (40 means it was never refused)."""
+    words = out.data.stdout.split()
+    assert out.data.exit_code == 0 and words[:2] in (["refused", "after"], ["all", "40"]), out.text
+    return 40 if words[0] == "all" else int(words[2])
+
+
+@needs_root_cgroup
+def test_process_limit_binds_root_through_a_pids_cgroup(shell_workspace: Path) -> None:
+    before = cgroup_leaves()
+    t = sandboxed(shell_workspace, limits=SandboxLimits(nproc=8, cpu_s=10, memory_mb=None))
+    out = call(t, f"{PYTHON} -c {shlex.quote(FORKER)}; echo still running")
+    # bwrap, its PID-1 helper and python itself count too: the command runs, its forks stop short of 8.
+    assert 1 <= forks_allowed(out) < 8
+    assert out.data.stdout.endswith("still running\n")
+    assert cgroup_leaves() - before == set()  # removed after the command
+
+
+@needs_root_cgroup
+def test_cgroup_exists_while_running_and_is_removed_after_a_timeout(shell_workspace: Path) -> None:
+    before = cgroup_leaves()
+    t = sandboxed(shell_workspace, kill_grace_s=0.2, limits=SandboxLimits(nproc=9))
+    seen: dict[Path, tuple[str, int]] = {}  # leaf -> (pids.max, most processes seen in it)
+
+    async def main() -> ToolOutput:
+        running = asyncio.ensure_future(t.call({"command": "sleep 60 & sleep 60", "timeout_s": 1.0}))
+        while not running.done():
+            for leaf in cgroup_leaves() - before:
+                with contextlib.suppress(OSError):
+                    current = int((leaf / "pids.current").read_text())
+                    seen[leaf] = ((leaf / "pids.max").read_text().strip(), max(current, seen.get(leaf, ("", 0))[1]))
+            await asyncio.sleep(0.05)
+        return await running
+
+    out = asyncio.run(main())
+    assert out.data.timed_out
+    [(leaf, (limit, most))] = seen.items()  # one cgroup, capped at nproc, holding the command's processes
+    assert limit == "9" and most >= 4  # bwrap, its PID-1 helper, bash, two sleeps (minus races)
+    assert not leaf.exists() and cgroup_leaves() - before == set()
+
+
+@needs_root_cgroup
+def test_persistent_session_has_one_capped_cgroup_removed_with_the_session(shell_workspace: Path) -> None:
+    before = cgroup_leaves()
+    [t] = shell_tools(workspace=shell_workspace, sandbox="bubblewrap", persistent=True,
+                      limits=SandboxLimits(nproc=8, cpu_s=10, memory_mb=None))  # fmt: skip
+    context = ToolContext()
+
+    async def main() -> tuple[ToolOutput, set[Path]]:
+        out = await t.call({"command": f"{PYTHON} -c {shlex.quote(FORKER)}"}, context)
+        return out, cgroup_leaves() - before
+
+    out, during = asyncio.run(main())  # asyncio.run's end stops the session
+    assert forks_allowed(out) < 8 and len(during) == 1
+    assert cgroup_leaves() - before == set()
+
+
+def _fake_cgroup_roots(base: Path) -> list[Path]:
+    """Folders that are not cgroup file systems: empty, and plain files laid out like v1 / v2."""
+    empty, v1, v2 = base / "empty", base / "v1", base / "v2"
+    empty.mkdir(parents=True)
+    (v1 / "pids").mkdir(parents=True)
+    for name in ("tasks", "cgroup.procs"):
+        (v1 / "pids" / name).write_text("")
+    v2.mkdir()
+    (v2 / "cgroup.controllers").write_text("cpu pids\n")
+    (v2 / "cgroup.subtree_control").write_text("pids\n")
+    return [empty, v1, v2]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_falls_back_to_prlimit_without_a_usable_cgroup(shell_workspace: Path, tmp_path: Path) -> None:
+    roots = _fake_cgroup_roots(tmp_path / "fake")
+    listing = _tree(tmp_path / "fake")
+    for root in roots:
+        root.chmod(0o555)  # not writable (root writes anyway: the fakes also lack real cgroup files)
+    try:
+        for root in [*roots, tmp_path / "fake" / "missing"]:
+            assert create_pids_cgroup(8, root=root) is None
+        for root in roots:
+            t = sandboxed(shell_workspace, cgroup_root=root, limits=SandboxLimits(nproc=8, cpu_s=10, memory_mb=None))
+            allowed = forks_allowed(call(t, f"{PYTHON} -c {shlex.quote(FORKER)}"))  # the command runs regardless
+            if os.geteuid() == 0:
+                assert allowed == 40  # prlimit alone: RLIMIT_NPROC does not bind root (the gap the cgroup closes)
+        assert _tree(tmp_path / "fake") == listing  # nothing made there, or all of it taken back
+    finally:
+        for root in roots:
+            root.chmod(0o755)

@@ -12,7 +12,8 @@ Dangerous-looking commands are reported by :func:`~omni_agent.tools.shell_policy
 through the tool's ``assess`` hook, so the agent's policy asks before running them.
 
 Needs: bash. The bubblewrap sandbox needs ``bwrap`` and ``prlimit`` (apt: bubblewrap,
-util-linux); see :mod:`omni_agent.tools.sandbox`. Linux only (process trees are read from /proc).
+util-linux) and ``sh``; each command (or persistent session) gets its own pids cgroup where one
+can be made, see :mod:`omni_agent.tools.sandbox`. Linux only (process trees are read from /proc).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from omni_agent.exceptions import UserError
 from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
 
-from .sandbox import SandboxLimits, bwrap_argv, find_program
+from .sandbox import DEFAULT_CGROUP_ROOT, PidsCgroup, SandboxLimits, bwrap_argv, create_pids_cgroup, find_program
 from .shell_policy import assess_command
 
 __all__ = [
@@ -76,6 +77,9 @@ class ShellConfig(BaseModel):
     """One long-lived bash per run: ``cd`` and ``export`` carry over between calls."""
     limits: SandboxLimits = Field(default_factory=SandboxLimits)
     """CPU / memory / process limits, applied inside the bubblewrap sandbox."""
+    cgroup_root: Path = DEFAULT_CGROUP_ROOT
+    """Where cgroup file systems are mounted: the sandbox's process cap is a per-command pids
+    cgroup made under it when possible, else only ``prlimit --nproc`` (which root ignores)."""
     kill_grace_s: float = Field(default=0.5, ge=0)
     """Seconds between SIGTERM and SIGKILL when a command is stopped."""
     bwrap_path: str | None = None
@@ -262,10 +266,11 @@ class _Launcher:
         self.config = config
         self.env = build_env(config)
         self.bash = find_program("bash", purpose="the shell tool")
-        self.bwrap = self.prlimit = ""
+        self.bwrap = self.prlimit = self.sh = ""
         if config.sandbox == "bubblewrap":
             self.bwrap = find_program("bwrap", configured=config.bwrap_path, purpose="sandbox='bubblewrap'")
             self.prlimit = find_program("prlimit", purpose="sandbox limits")
+            self.sh = find_program("sh", purpose="the sandbox's process limit")
 
     def argv(self, bash_args: list[str], cwd: Path) -> list[str]:
         argv = [self.bash, "--noprofile", "--norc", *bash_args]
@@ -282,29 +287,41 @@ class _Launcher:
         )
 
     async def spawn(self, bash_args: list[str], cwd: Path, *, stdin: int) -> "_Child":
-        """Start bash in its own process group."""
+        """Start bash in its own process group (and, sandboxed, its own pids cgroup if possible)."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ExitAwareProtocol(limit=_READ_CHUNK, loop=loop),
-            *self.argv(bash_args, cwd),
-            stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=cwd,
-            env=self.env,
-            start_new_session=True,  # own process group: the timeout kills the command's whole tree
-        )
-        return _Child(asyncio.subprocess.Process(transport, protocol, loop), transport, protocol.exited)
+        argv = self.argv(bash_args, cwd)
+        cgroup = None
+        if self.config.sandbox != "none" and self.config.limits.nproc is not None:
+            cgroup = create_pids_cgroup(self.config.limits.nproc, root=self.config.cgroup_root)
+            if cgroup is not None:
+                argv = cgroup.wrap(argv, sh=self.sh)
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ExitAwareProtocol(limit=_READ_CHUNK, loop=loop),
+                *argv,
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=self.env,
+                start_new_session=True,  # own process group: the timeout kills the command's whole tree
+            )
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        return _Child(asyncio.subprocess.Process(transport, protocol, loop), transport, protocol.exited, cgroup)
 
 
 @dataclass(eq=False)
 class _Child:
     """A started bash: the asyncio process, its transport (closed explicitly, so no pipe outlives
-    the call), and an event set the moment the process exits."""
+    the call), an event set the moment the process exits, and its pids cgroup if it has one."""
 
     proc: asyncio.subprocess.Process
     transport: asyncio.SubprocessTransport
     exited: asyncio.Event
+    cgroup: PidsCgroup | None = None
 
     @property
     def pid(self) -> int:
@@ -328,9 +345,18 @@ class _Child:
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(self.exited.wait(), 1.0)
 
+    def kill_now(self) -> None:
+        """SIGKILL the tree and remove the cgroup without the event loop (finalizers)."""
+        _kill_tree_now(self.pid)
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
     def release(self) -> None:
+        """Close the pipes; kill what is left in the cgroup and delete it."""
         with contextlib.suppress(RuntimeError):  # the event loop is already closed
             self.transport.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -449,7 +475,7 @@ class ShellSession:
         self.loop = asyncio.get_running_loop()
         self.cwd = workspace
         # Kills the tree if the session is dropped without close() (the run context went away).
-        self._finalizer = weakref.finalize(self, _kill_tree_now, self.child.pid)
+        self._finalizer = weakref.finalize(self, self.child.kill_now)
         self._guard = self.loop.create_task(self._stop_with_loop(self.child))
         await self._send("exec 3>&1 4>&2\n")
 

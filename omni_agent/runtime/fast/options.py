@@ -7,6 +7,8 @@ and ``torch.compile`` need CUDA and are switched off automatically without it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["FastOptions"]
@@ -32,9 +34,10 @@ class FastOptions(BaseModel):
     graph_buckets: tuple[int, ...] = (2048, 4096, 8192)
     """Attention lengths with their own captured graph, so a short context does not read the
     whole static cache; ``max_cache_tokens`` is always added as the last bucket."""
-    decode_experts: str = "batched_mm"
-    """How MoE experts run in the fast decode step: ``batched_mm`` (gather the chosen experts, one
-    batched matmul; graph-safe) or ``loop`` (eager per-expert loop, CPU-friendly, not graph-safe)."""
+    decode_experts: Literal["triton", "gather"] = "triton"
+    """How the chosen MoE experts run for one decoded token: ``triton`` (read in place by index,
+    CUDA + Triton only; falls back to ``gather`` elsewhere) or ``gather`` (copy the chosen
+    experts, one batched matmul). Both are CUDA-graph safe."""
 
     def buckets(self) -> list[int]:
         """Sorted attention-length buckets, capped by and ending with ``max_cache_tokens``."""

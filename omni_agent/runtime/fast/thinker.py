@@ -71,6 +71,9 @@ class FastThinker:
         cuda = self.device.type == "cuda"
         self.graphs_on = bool(self.options.cuda_graphs and cuda)
         self.compile_on = bool(self.options.compile and cuda)
+        from .moe_kernels import triton_available
+
+        self.stack.use_triton = self.options.decode_experts == "triton" and triton_available(self.device)
         self.state = PrefixState()
         self.images = ImageEmbeddingCache(self.options.image_cache_entries)
         self.stats = FastStats()
@@ -182,6 +185,12 @@ class FastThinker:
         """Run the new part of the prompt; returns the last position's logits and timings."""
         import torch
 
+        with torch.inference_mode():
+            return self._prefill(inputs, plan)
+
+    def _prefill(self, inputs: Any, plan: StepPlan) -> tuple[Any, dict[str, float]]:
+        import torch
+
         cache = self._ensure_cache()
         k = plan.reuse
         new_ids = plan.ids[k:]
@@ -251,26 +260,32 @@ class FastThinker:
         """Capture (and compile) the decode graphs ahead of the first step; returns seconds."""
         if not self.graphs_on:
             return 0.0
+        import torch
+
         t0 = time.perf_counter()
         slot = len(self.state)  # warm-up writes land on a slot the next step overwrites
-        self.slot_buf.fill_(slot)
-        for bucket in lengths or self.options.buckets():
-            self._graph(self._bucket(bucket))
+        with torch.inference_mode():
+            self.slot_buf.fill_(slot)
+            for bucket in lengths or self.options.buckets():
+                self._graph(self._bucket(bucket))
         self._sync()
         return time.perf_counter() - t0
 
     def decode(self, token: int, slot: int, position: int) -> Any:
         """Feed ``token`` at cache ``slot`` with M-RoPE position ``position``; next logits [V]."""
-        self.token_buf.fill_(token)
-        self.pos_buf.fill_(position)
-        self.slot_buf.fill_(slot)
-        bucket = self._bucket(slot + 1)
-        if self.graphs_on:
-            graph, out = self._graph(bucket)
-            graph.replay()
-        else:
-            out = self._run_step(bucket)
-        return out[0, -1].float()
+        import torch
+
+        with torch.inference_mode():  # the cache was made in inference mode: keep writes there
+            self.token_buf.fill_(token)
+            self.pos_buf.fill_(position)
+            self.slot_buf.fill_(slot)
+            bucket = self._bucket(slot + 1)
+            if self.graphs_on:
+                graph, out = self._graph(bucket)
+                graph.replay()
+            else:
+                out = self._run_step(bucket)
+            return out[0, -1].float()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
