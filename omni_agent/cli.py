@@ -157,6 +157,12 @@ def run_cmd(
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show thinking text."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    observe: str = typer.Option(
+        "", "--observe", help="Show the model a screenshot after each step: browser, desktop (comma-separated)."
+    ),
+    sandbox: Optional[str] = typer.Option(
+        None, "--sandbox", help="Shell sandbox: none | bubblewrap (read-only system, no network, only the workspace writable)."
+    ),
 ) -> None:
     """Run an agent on one instruction with a live step display."""
     from .display import LiveDisplay
@@ -164,8 +170,9 @@ def run_cmd(
     from .messages import AudioPart, ImagePart
     from .models.spec import load_model
     from .policy import allow_all, console_approver, deny_all
-    from .toolsets import load_toolsets, split_toolset_names
+    from .toolsets import split_toolset_names
 
+    _stop_on_sigterm()
     if not instruction and audio is None:
         raise UserError("give an instruction, --audio, or both")
     if audio is not None and not audio.is_file():
@@ -174,8 +181,11 @@ def run_cmd(
         if not p.is_file():
             raise UserError(f"image file not found: {p}")
     traj = trajectory or Path("runs")
-    loaded_tools = load_toolsets(tools, workspace=workspace)
+    loaded = _tools_for_run(tools, workspace=workspace, observe=observe, sandbox=sandbox)  # fail before a slow load
     the_model = load_model(model)
+    if _GUI_TOOLSETS & set(split_toolset_names(tools)) or observe:
+        # Rebuilt (cheap: nothing launched yet) so clicks are read in the model's coordinates.
+        loaded = _tools_for_run(tools, workspace=workspace, observe=observe, sandbox=sandbox, model=the_model)
     approver = allow_all if yes else (console_approver(err) if sys.stdin.isatty() else deny_all)
     agent_kwargs: dict[str, Any] = dict(
         max_steps=max_steps,
@@ -186,7 +196,7 @@ def run_cmd(
         system_prompt=system,
         metadata={"toolsets": split_toolset_names(tools), "workspace": str(workspace.resolve())},
     )
-    agent = Agent(the_model, loaded_tools, **agent_kwargs)
+    agent = Agent(the_model, loaded.tools, observers=loaded.observers, **agent_kwargs)
     agent.events.subscribe(LiveDisplay(err, verbose=verbose))
     voice_out = None
     if speak:
@@ -211,6 +221,61 @@ def run_cmd(
         if result.answer:
             print(result.answer)
     raise typer.Exit(0 if result.stop_reason in (StopReason.ANSWER, StopReason.FINISHING_TOOL) else 3)
+
+
+def _stop_on_sigterm() -> None:
+    """``kill PID`` stops a run the way Ctrl-C does: the loop is cancelled, so running commands'
+    process trees are killed and the trajectory is closed. (Python's default SIGTERM action ends
+    the process at once and leaves a command's background children running.)"""
+    import signal
+    import threading
+
+    def on_sigterm(_signum: int, frame: Any) -> None:
+        on_sigint = signal.getsignal(signal.SIGINT)  # asyncio's: cancel the run (a 2nd: stop now)
+        if callable(on_sigint):
+            on_sigint(signal.SIGINT, frame)
+        else:  # SIGINT ignored (started in the background by a shell): stop anyway
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_GUI_TOOLSETS = {"browser", "desktop"}
+
+
+def _coordinate_options(info: Any) -> dict[str, Any]:
+    """Options that make the browser / desktop tools read x/y the way the model writes them
+    (Qwen3: the 0..1000 grid; Qwen2.5: pixels of the screenshot as its processor resized it)."""
+    from .coords import QWEN3_SPEC, QWEN25_SPEC
+
+    space = info.coordinate_space
+    spec = QWEN25_SPEC if space == "absolute_resized" else QWEN3_SPEC
+    sizes = (info.extra or {}).get("image_spec") or {}
+    sizes = {k: v for k, v in sizes.items() if k in ("factor", "min_pixels", "max_pixels")}
+    return {"coordinate_space": space, "spec": spec.model_copy(update=sizes) if sizes else spec}
+
+
+def _tools_for_run(
+    tools: str, *, workspace: Path, observe: str, sandbox: Optional[str], model: Any = None
+) -> Any:
+    """The run's tools and observers; a missing display or sandbox fails here, in one line."""
+    from .toolsets import load_toolsets_with_observers, split_toolset_names
+
+    names = split_toolset_names(tools)
+    options: dict[str, Any] = _coordinate_options(model.info) if model is not None else {}
+    if sandbox is not None:
+        if sandbox not in ("none", "bubblewrap"):
+            raise UserError(f"--sandbox must be none or bubblewrap, not {sandbox!r}")
+        if "shell" not in names:
+            raise UserError("--sandbox applies to the shell toolset: add shell to --tools")
+        options["sandbox"] = sandbox
+    loaded = load_toolsets_with_observers(names, workspace=workspace, options=options, observe=observe)
+    if "desktop" in names:
+        from .screen import resolve_display
+
+        resolve_display(None)  # DisplayError now rather than a failed action per step
+    return loaded
 
 
 # ------------------------------------------------------------------------------------------

@@ -680,6 +680,8 @@ class _RunBody:
             try:
                 got = await asyncio.wait_for(o.observe(self.context(step)), timeout=timeout)
                 parts.extend(got or [])
+                if got and getattr(o, "untrusted", False):  # e.g. a screenshot of a web page
+                    self.untrusted_seen = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failed screenshot must not end the run

@@ -19,7 +19,8 @@ __all__ = ["FunctionObserver", "Observer", "observer"]
 
 @runtime_checkable
 class Observer(Protocol):
-    """Anything with ``async observe(context) -> list[ContentPart]``; ``settle_s`` is optional."""
+    """Anything with ``async observe(context) -> list[ContentPart]``; ``settle_s`` is optional,
+    and ``untrusted = True`` makes the policy treat what it returns as untrusted content."""
 
     async def observe(self, context: ToolContext) -> list[ContentPart]: ...
 

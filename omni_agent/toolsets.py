@@ -3,18 +3,42 @@
 ``shell``, ``files``, ``browser`` and ``desktop`` are the built-in sets (``omni_agent.tools``);
 ``package.module:attr`` or ``path/to/file.py[:attr]`` loads user tools (a Tool, a list of Tools,
 or a zero-argument factory returning either). Heavy imports happen only for the sets asked for.
+``options`` go to the built-in sets whose config has a field of that name, e.g.
+``{"sandbox": "bubblewrap"}`` (shell, the CLI's ``--sandbox``), ``{"headless": False,
+"display": ":99"}`` (browser), ``{"spec": "qwen2.5-vl"}`` (desktop).
+
+Screenshot observers that share the loaded tools' browser session or display::
+
+    loaded = load_toolsets_with_observers("browser,shell", workspace="ws", observe="browser")
+    agent = Agent(model, loaded.tools, observers=loaded.observers)
+
+(the CLI's ``omni-agent run --observe browser|desktop``). Observing the desktop turns off the
+desktop tool's own screenshot per action unless ``options`` say otherwise: the observer already
+shows the screen after every step.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .exceptions import UserError
 from .importing import import_target
+from .observers import Observer
 from .tool import Tool
 
-__all__ = ["BUILTIN_TOOLSETS", "load_toolsets", "split_toolset_names"]
+__all__ = [
+    "BUILTIN_TOOLSETS",
+    "OBSERVABLE",
+    "LoadedToolsets",
+    "load_toolsets",
+    "load_toolsets_with_observers",
+    "split_toolset_names",
+]
+
+OBSERVABLE = ("browser", "desktop")
+"""What :func:`load_toolsets_with_observers` can observe (a screenshot after every step)."""
 
 
 def _shell(workspace: Path, options: dict[str, Any]) -> list[Tool]:
@@ -30,19 +54,34 @@ def _files(workspace: Path, options: dict[str, Any]) -> list[Tool]:
     return file_tools(workspace)
 
 
-def _browser(workspace: Path, options: dict[str, Any]) -> list[Tool]:
-    from .tools.browser import BrowserConfig, browser_tools
+def _browser_session(workspace: Path, options: dict[str, Any]) -> Any:
+    from .tools.browser import BrowserConfig, BrowserSession
 
     cfg = {k: v for k, v in options.items() if k in BrowserConfig.model_fields}
     cfg.setdefault("workspace", workspace)
-    return browser_tools(BrowserConfig(**cfg))
+    return BrowserSession(BrowserConfig(**cfg))
+
+
+def _browser(workspace: Path, options: dict[str, Any]) -> list[Tool]:
+    from .tools.browser import browser_tools
+
+    # A session passed in options is shared with an observer (load_toolsets_with_observers).
+    session = options.get("browser_session") or _browser_session(workspace, options)
+    return browser_tools(session=session)
+
+
+def _desktop_controller(options: dict[str, Any]) -> Any:
+    from .tools.desktop import DesktopConfig, DesktopController
+
+    cfg = {k: v for k, v in options.items() if k in DesktopConfig.model_fields}
+    return DesktopController(DesktopConfig(**cfg))
 
 
 def _desktop(workspace: Path, options: dict[str, Any]) -> list[Tool]:
-    from .tools.desktop import DesktopConfig, desktop_tools
+    from .tools.desktop import desktop_tools
 
-    cfg = {k: v for k, v in options.items() if k in DesktopConfig.model_fields}
-    return desktop_tools(DesktopConfig(**cfg))
+    controller = options.get("desktop_controller") or _desktop_controller(options)
+    return desktop_tools(controller=controller)
 
 
 BUILTIN_TOOLSETS: dict[str, Callable[[Path, dict[str, Any]], list[Tool]]] = {
@@ -99,3 +138,52 @@ def load_toolsets(
             valid = ", ".join(BUILTIN_TOOLSETS)
             raise UserError(f"unknown toolset {name!r}: use one of {valid}, or module:attr / file.py")
     return tools
+
+
+@dataclass
+class LoadedToolsets:
+    """Tools and the screenshot observers that look at the same browser session / display."""
+
+    tools: list[Tool]
+    observers: list[Observer] = field(default_factory=list)
+
+
+def load_toolsets_with_observers(
+    names: str | Iterable[str] | None,
+    *,
+    workspace: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    observe: str | Iterable[str] | None = None,
+) -> LoadedToolsets:
+    """:func:`load_toolsets` plus observers (``observe``: "browser", "desktop" or both).
+
+    ``browser`` screenshots the active tab of the browser tools' own session (so it needs the
+    browser toolset); ``desktop`` grabs the screen of the desktop tool's display, or of
+    ``options["display"]`` / $DISPLAY without the desktop toolset. Raises UserError for an unknown
+    or unusable observer and DisplayError when observing a desktop that is not there.
+    """
+    wanted = split_toolset_names(observe)
+    unknown = [w for w in wanted if w not in OBSERVABLE]
+    if unknown:
+        raise UserError(f"cannot observe {unknown[0]!r}: use one of {', '.join(OBSERVABLE)}")
+    names_list = split_toolset_names(names)
+    ws = Path(workspace or Path.cwd()).resolve()
+    opts = dict(options or {})
+    observers: list[Observer] = []
+    if "browser" in wanted:
+        if "browser" not in names_list:
+            raise UserError("observing the browser needs the browser toolset (add browser to the tools)")
+        from .tools.browser_observer import BrowserScreenshotObserver
+
+        opts["browser_session"] = _browser_session(ws, opts)
+        observers.append(BrowserScreenshotObserver(opts["browser_session"]))
+    if "desktop" in wanted:
+        from .tools.desktop_observer import DesktopScreenshotObserver
+
+        opts.setdefault("screenshot_after_action", False)  # the observer shows the screen already
+        controller = _desktop_controller(opts)
+        if "desktop" in names_list:
+            opts["desktop_controller"] = controller
+        # controller.capture opens the display now: a missing one fails here, in one line.
+        observers.append(DesktopScreenshotObserver(controller.capture, controller.config.spec))
+    return LoadedToolsets(tools=load_toolsets(names_list, workspace=ws, options=opts), observers=observers)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from pathlib import Path
+
 import pytest
 
 from omni_agent.exceptions import ModelUnavailableError, UserError
@@ -168,12 +170,58 @@ def test_unknown_options_are_refused_before_loading(tmp_path):
 
 
 @pytest.mark.slow
-def test_load_qwen_vl_spec_through_the_runtime(tmp_path):
+def test_load_qwen_vl_spec_through_the_runtime(tiny_qwen3_vl_dir):
     """The spec reaches the real loading code with its options (a tiny random Qwen3-VL)."""
-    from omni_agent.runtime.synthetic import save_synthetic_checkpoint
-
-    save_synthetic_checkpoint(tmp_path / "vl", "qwen3_vl")
-    model = load_model("qwen-vl:vl?device_map=cpu&dtype=float32&name=tiny-vl", base_dir=tmp_path)
+    spec = f"qwen-vl:{tiny_qwen3_vl_dir.name}?device_map=cpu&dtype=float32&name=tiny-vl"
+    model = load_model(spec, base_dir=tiny_qwen3_vl_dir.parent)  # a relative path, as in a task file
     assert model.info.name == "tiny-vl" and model.info.backend == "qwen-omni"
     assert model.info.extra["family"] == "qwen3_vl"
     assert model.info.can_see and not model.info.can_hear
+
+
+def test_eval_model_paths_resolve_against_task_folder_or_working_directory(tmp_path, monkeypatch):
+    """A task file's ``model:`` is relative to the task's folder; ``--model`` to where the command ran."""
+    from omni_agent.eval.episode import EpisodeJob, run_episode
+    from omni_agent.eval.loading import load_suite
+
+    suite, cwd = tmp_path / "suite", tmp_path / "cwd"
+    suite.mkdir()
+    cwd.mkdir()
+    (suite / "own.json").write_text('["from the task folder"]')
+    (cwd / "cli.yaml").write_text("- from the working directory\n")
+    task = "category: c\ninstruction: hi\nlimits: {steps: 2, seconds: 30}\nchecks:\n- type: answer\n  equals: x\n"
+    (suite / "a.yaml").write_text("id: own-model\nmodel: scripted:own.json\n" + task)
+    (suite / "b.yaml").write_text("id: cli-model\n" + task)
+    monkeypatch.chdir(cwd)
+    answers = {}
+    for t in load_suite(str(suite)):
+        job = EpisodeJob(task=t, model="scripted:cli.yaml", episode_id=t.id, episode_dir=str(tmp_path / "ep" / t.id),
+                         run_dir=str(tmp_path / "ep"))  # fmt: skip
+        result = run_episode(job)
+        answers[t.id] = result.answer or result.error
+    assert answers == {"own-model": "from the task folder", "cli-model": "from the working directory"}
+
+
+
+@pytest.mark.slow
+def test_cli_model_errors_are_one_line_each(tmp_path, tiny_qwen3_vl_dir):
+    """A wrong checkpoint path, a config of another architecture, and speech asked of a checkpoint
+    without a Talker: `omni-agent run` says what is wrong in one line, no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text('{"model_type": "llama"}')
+    exe = str(Path(sys.executable).parent / "omni-agent")
+    cases = {
+        f"qwen-omni:{tmp_path / 'nope'}": "checkpoint not found",
+        "qwen-omni:./llama": "unsupported model_type 'llama'",
+        f"qwen-omni:{tiny_qwen3_vl_dir}?talker=true": "has no Talker (Qwen3-VL checkpoints cannot speak)",
+    }
+    for spec, message in cases.items():
+        proc = subprocess.run([exe, "run", "hi", "--model", spec, "--tools", "files", "-w", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "400", "NO_COLOR": "1"})  # fmt: skip
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr
+        assert len(errors) == 1 and message in errors[0], proc.stderr

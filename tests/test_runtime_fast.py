@@ -225,6 +225,7 @@ def test_fast_path_is_off_by_default_and_rejects_other_families(tiny_qwen3_omni,
     with pytest.raises(UserError, match="Qwen3-Omni"):
         QwenOmniModel(tiny_qwen3_vl.checkpoint, name="vl", fast=True)
     assert FastOptions(max_cache_tokens=5000).buckets() == [2048, 4096, 5000]
+    assert FastOptions(max_cache_tokens=16384).buckets()[-1] == 16384
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

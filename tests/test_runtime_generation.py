@@ -69,7 +69,7 @@ def test_agent_loop_drives_tiny_qwen3_omni(tiny_qwen3_omni, spoken_command_wav):
         """Click a point on the screen."""
         return f"clicked {x},{y}"
 
-    model = Recording(tiny_qwen3_omni.checkpoint)
+    model = Recording(tiny_qwen3_omni.checkpoint, speech=FIXED_FRAMES)
     agent = Agent(model, [click], system_prompt="You operate a desktop.", max_steps=1, speak=True,
                   settings=GenerationSettings(max_new_tokens=4, seed=0))  # fmt: skip
     result = agent.run("", audio=str(spoken_command_wav), images=[_screenshot()])
@@ -130,12 +130,46 @@ def test_speak_length_grows_with_text(tiny_qwen3_omni):
 
 
 def test_speak_true_speaks_final_answers_only(tiny_qwen3_omni):
+    from omni_agent.runtime import QwenOmniModel
+
+    model = QwenOmniModel(tiny_qwen3_omni.checkpoint, speech=FIXED_FRAMES)  # same weights, bounded Talker
     request = ModelRequest(messages=[UserMessage("hi")], settings=GenerationSettings(max_new_tokens=2, seed=0), speak=True)
-    response = asyncio.run(tiny_qwen3_omni.complete(request))
+    response = asyncio.run(model.complete(request))
     parsed = parse_output(response.text)
     assert not parsed.calls and parsed.visible_text
     samples, rate = response.audio.load()
     assert rate == 24_000 and samples.size > 0 and response.audio.transcript == parsed.visible_text.strip()
+
+
+def test_steps_with_tool_calls_are_never_voiced(forced_qwen3, monkeypatch):
+    """The Talker voices all the Thinker wrote: a step holding a call (even with text around it)
+    gets no speech; a final answer is spoken without its thinking."""
+    model = forced_qwen3([
+        'Clicking now.\n<tool_call>\n{"name": "click", "arguments": {"x": 1, "y": 2}}\n</tool_call>',
+        "<think>the click worked</think>All done.",
+    ])  # fmt: skip
+    spoken: list[str] = []
+    real_speak = model.speak
+    monkeypatch.setattr(model, "speak", lambda text, **kw: spoken.append(text) or real_speak(text, **kw))
+    request = ModelRequest(messages=[UserMessage("click")], tools=TOOLS, settings=SHORT, speak=True)
+    call_step = asyncio.run(model.complete(request))
+    assert parse_output(call_step.text).calls and call_step.audio is None and spoken == []
+    answer = asyncio.run(model.complete(request))
+    assert spoken == ["All done."] and answer.audio.transcript == "All done."
+
+
+def test_speech_turn_writes_exactly_the_text_or_says_nothing(tiny_qwen3_omni, monkeypatch):
+    from omni_agent.exceptions import ModelError
+    from omni_agent.runtime import QwenOmniModel
+    from omni_agent.runtime.speech import ForcedTokens
+
+    model = QwenOmniModel(tiny_qwen3_omni.checkpoint, speech=FIXED_FRAMES)
+    said = model.speak("Say <|im_end|>this.")  # a control token would end the forced turn early
+    assert said.transcript == "Say this." and said.load()[0].size > 0
+    # Should forcing ever fail, the Thinker writes other words: the Talker's audio is refused.
+    monkeypatch.setattr(ForcedTokens, "__call__", lambda self, input_ids, scores: scores)
+    with pytest.raises(ModelError, match="nothing was said"):
+        model.speak("Hi.")
 
 
 def test_qwen25_omni_end_to_end(tiny_qwen25_omni, spoken_command_wav):
@@ -185,7 +219,7 @@ def test_describe_and_speak_example(tiny_qwen3_omni_dir, tmp_path):
     image, out = tmp_path / "scene.png", tmp_path / "said.wav"
     Image.new("RGB", (320, 240), (30, 160, 60)).save(image)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "describe_and_speak.py"), str(tiny_qwen3_omni_dir), str(image), str(out), "2"],
+        [sys.executable, str(ROOT / "examples" / "describe_and_speak.py"), str(tiny_qwen3_omni_dir), str(image), str(out), "1"],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

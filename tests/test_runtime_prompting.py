@@ -144,3 +144,12 @@ def test_missing_checkpoint_and_unknown_family(tmp_path):
         QwenOmniModel.load(tmp_path)
     with pytest.raises(ModelUnavailableError, match="local Hugging Face cache"):
         QwenOmniModel.load("Qwen/Not-Downloaded-Model")
+
+
+def test_tiny_qwen25_token2wav_embeds_every_talker_id():
+    """A random Talker samples its whole vocabulary; an id past Token2Wav's codec table crashed
+    speech of the tiny Qwen2.5-Omni (IndexError) as soon as the Talker ran a few frames."""
+    from omni_agent.runtime.synthetic import tiny_config
+
+    config = tiny_config("qwen2_5_omni")
+    assert config.token2wav_config.dit_config.num_embeds >= config.talker_config.vocab_size

@@ -111,6 +111,25 @@ def test_selector_that_never_appears_times_out_cleanly_and_fast(browser, browser
     assert not browser.call("browser_wait", text="home", timeout_s=2).is_error
 
 
+def test_page_that_never_loads_times_out_and_leaves_the_tab_usable(browser, browser_site):
+    browser.call("browser_goto", url=browser_site.url("/page2"))
+    launches = browser.session.launches
+    cfg = browser.session.config
+    saved, cfg.navigation_timeout_s = cfg.navigation_timeout_s, 1.0
+    try:
+        out = browser.call("browser_goto", url=browser_site.url("/hang"))
+    finally:
+        cfg.navigation_timeout_s = saved
+    assert out.is_error and out.text.startswith("Timed out after 1 s opening"), out.text
+    # The pending load was stopped: the tab answers at once, still on the page it showed, and the
+    # browser was not declared stuck and relaunched (which would lose every tab).
+    start = time.monotonic()
+    out = browser.call("browser_read")
+    assert not out.is_error and "You reached page two" in out.text, out.text
+    assert time.monotonic() - start < 3.0
+    assert browser.session.launches == launches
+
+
 def test_ambiguous_and_invalid_targets_give_clear_errors(browser, browser_site):
     browser.call("browser_goto", url=browser_site.url("/grid"))
     out = browser.call("browser_click", selector="button")
@@ -121,6 +140,8 @@ def test_ambiguous_and_invalid_targets_give_clear_errors(browser, browser_site):
     assert out.is_error and "name needs role" in out.text
     out = browser.call("browser_click", x=10)
     assert out.is_error and "both x and y" in out.text
+    out = browser.call("browser_click", x=1500, y=500)  # pixels on the 0..1000 grid: refused
+    assert out.is_error and "outside the page" in out.text and "0..1000 grid" in out.text
     assert browser.eval("window.clicks.length") == 0  # nothing was clicked by mistake
 
 

@@ -129,6 +129,12 @@ class _BrowserToolkit:
 
     # -- helpers ------------------------------------------------------------------------------
     def point(self, x: float, y: float) -> tuple[float, float]:
+        """A model point -> viewport pixel; refuses points outside the model's space, like the
+        desktop tool (x=1500 on the 0..1000 grid means the model used another space: clicking
+        the clamped edge point would act somewhere it never meant)."""
+        max_x, max_y = self.spec.model_extent(self.cfg.viewport)
+        if not (0 <= x <= max_x and 0 <= y <= max_y):
+            raise ToolExecutionError(f"point ({x:g}, {y:g}) is outside the page: {self.coordinate_help()}")
         return viewport_point(self.cfg, x, y)
 
     def coordinate_help(self) -> str:
@@ -250,7 +256,7 @@ class _BrowserToolkit:
                 return ToolOutput(text=f"Not opening {full}: {reason}.", is_error=True, untrusted=True)
 
             async def act(page: "Page") -> str:
-                response = await page.goto(full, timeout=cfg.navigation_timeout_s * 1000)
+                response = await k.session.navigate(page, lambda: page.goto(full, timeout=cfg.navigation_timeout_s * 1000))
                 status = f" (HTTP {response.status})" if response is not None else ""
                 return f"Opened {full}{status}."
 
@@ -270,12 +276,12 @@ class _BrowserToolkit:
             async def act(page: "Page") -> str:
                 timeout = cfg.navigation_timeout_s * 1000
                 if action == "reload":
-                    await page.reload(timeout=timeout)
+                    await k.session.navigate(page, lambda: page.reload(timeout=timeout))
                     return "Reloaded."
                 move = page.go_back if action == "back" else page.go_forward
                 before = page.url
                 # None means no history entry, or a same-document move: the URL tells them apart.
-                if await move(timeout=timeout) is None and page.url == before:
+                if await k.session.navigate(page, lambda: move(timeout=timeout)) is None and page.url == before:
                     raise ToolExecutionError(f"there is no page to go {action} to in this tab's history")
                 return "Went back." if action == "back" else "Went forward."
 

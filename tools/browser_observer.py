@@ -1,5 +1,12 @@
 """A screenshot of the browser's current tab after each step, for the agent loop.
 
+    session = BrowserSession(BrowserConfig(workspace="ws"))
+    agent = Agent(model, tools=browser_tools(session=session),
+                  observers=[BrowserScreenshotObserver(session)])
+
+(or ``load_toolsets_with_observers("browser", observe="browser")`` from
+:mod:`omni_agent.toolsets`; on the command line ``omni-agent run -t browser --observe browser``).
+
 ``BrowserScreenshotObserver(session)`` follows the Observer protocol of
 :mod:`omni_agent.observers`: the loop waits ``settle_s`` after a step's tools ran (pages redraw,
 animations end) and then calls :meth:`observe`; the parts go into the next user turn. Nothing is
@@ -22,6 +29,10 @@ __all__ = ["BrowserScreenshotObserver"]
 
 class BrowserScreenshotObserver:
     """Adds a JPEG screenshot of the active tab (and its URL) to the next user turn."""
+
+    untrusted = True
+    """What a screen shows is untrusted (a page may ask the agent to run commands): once an
+    observation is added, the loop's policy holds shell / file-writing / JavaScript calls."""
 
     def __init__(self, session: BrowserSession, *, settle_s: float = 0.3, with_caption: bool = True) -> None:
         if settle_s < 0:

@@ -490,6 +490,23 @@ class BrowserSession:
         finally:
             commits.stop()
 
+    async def navigate(self, page: "Page", go: Callable[[], Awaitable[T]]) -> T:
+        """Run a navigation (goto, back, reload...); when it times out, stop the tab's loading
+        before reporting it. A load left pending (a server that never answers) would otherwise
+        block every later action on the tab until the browser is declared stuck and killed."""
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            return await go()
+        except PlaywrightTimeout:
+            try:
+                cdp = await asyncio.wait_for(page.context.new_cdp_session(page), 2)
+                await asyncio.wait_for(cdp.send("Page.stopLoading"), 2)
+                await asyncio.wait_for(cdp.detach(), 2)
+            except Exception:  # noqa: BLE001 - best effort; the timeout is what gets reported
+                pass
+            raise
+
     async def _responsive(self, timeout_s: float = 2.0) -> bool:
         """True when the browser process still answers (a timeout may just be a slow page)."""
         if self._browser is None or not self._browser.is_connected():

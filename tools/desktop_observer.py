@@ -4,6 +4,9 @@
     agent = Agent(model, tools=desktop_tools(DesktopConfig(display=":99", screenshot_after_action=False)),
                   observers=[DesktopScreenshotObserver(capture, QWEN3_SPEC)])
 
+(or ``load_toolsets_with_observers("desktop", observe="desktop")`` from
+:mod:`omni_agent.toolsets`, which shares the desktop tool's display and model spec; on the
+command line ``omni-agent run -t desktop --observe desktop`` with $DISPLAY set).
 The loop waits ``settle_s`` before calling :meth:`observe` (so windows can redraw); the
 observer itself only grabs. Needs the ``desktop`` extra (mss) and an X display.
 """
@@ -22,6 +25,10 @@ __all__ = ["DesktopScreenshotObserver"]
 
 class DesktopScreenshotObserver:
     """Implements the Observer protocol: one model-ready screenshot per observation."""
+
+    untrusted = True
+    """What a screen shows is untrusted (a page may ask the agent to run commands): once an
+    observation is added, the loop's policy holds shell / file-writing / JavaScript calls."""
 
     def __init__(self, capture: ScreenCapture, spec: ModelImageSpec = QWEN3_SPEC, settle_s: float = 0.2) -> None:
         if settle_s < 0:

@@ -173,6 +173,44 @@ def plain_last_logits(model, inputs, extra_token: int | None = None):
         return thinker.lm_head(hidden[:, -1]).float()[0]
 
 
+def expert_kernel_check(device) -> str:
+    """The Triton expert kernel vs gather + bmm on fresh random data (Thinker shapes)."""
+    import torch
+
+    from omni_agent.runtime.fast.moe_kernels import expert_gemv, triton_available
+
+    if not triton_available(device):
+        return "triton not available: decode uses gather + bmm"
+    out = []
+    for n, k, shared_x in ((1536, 2048, True), (2048, 768, False)):
+        w = torch.randn(128, n, k, device=device, dtype=torch.bfloat16) * 0.02
+        x = torch.randn(1 if shared_x else 8, k, device=device, dtype=torch.bfloat16)
+        idx = torch.randperm(128, device=device)[:8]
+        ref = torch.bmm(w[idx].double(), (x.expand(8, -1) if shared_x else x).double().unsqueeze(-1)).squeeze(-1)
+        got = expert_gemv(w, x, idx, use_triton=True)
+        gather = expert_gemv(w, x, idx, use_triton=False)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured = expert_gemv(w, x, idx, use_triton=True)
+        for _ in range(3):
+            graph.replay()
+        torch.cuda.synchronize()
+        t0 = torch.cuda.Event(enable_timing=True)
+        t1 = torch.cuda.Event(enable_timing=True)
+        t0.record()
+        for _ in range(100):
+            graph.replay()
+        t1.record()
+        torch.cuda.synchronize()
+        us = t0.elapsed_time(t1) * 10
+        gbs = 8 * n * k * 2 / (us * 1e-6) / 1e9
+        out.append(
+            f"[{n}x{k}] rel err triton {rel_err(got, ref):.1e} (gather {rel_err(gather, ref):.1e}), graph replay equal "
+            f"{bool(torch.equal(captured, got))}, {us:.1f} us = {gbs:.0f} GB/s"
+        )
+    return "expert kernel: " + "; ".join(out)
+
+
 def tiny_greedy_check(device) -> str:
     """Greedy tokens of plain generate() vs the fast path with CUDA graphs on a tiny float32 model."""
     import torch
@@ -251,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"machine": gpu_smoke.machine(), "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     log(f"machine: {report['machine']}")
     log(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    if dev.cuda:
+        report["expert_kernel"] = expert_kernel_check(device)
+        log(report["expert_kernel"])
     if not args.skip_tiny and dev.cuda:
         report["tiny_check"] = tiny_greedy_check(device)
         log(report["tiny_check"])
@@ -308,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 "preprocess_ms": pre * 1000,
                 "vision_ms": t.get("vision", float("nan")) * 1000,
                 "prefill_ms": t["prefill"] * 1000,
+                "plan_ms": t.get("plan", float("nan")) * 1000,
+                "forward_ms": t.get("prefill_forward", float("nan")) * 1000,
                 "prefilled_tokens": int(t.get("prefilled_tokens", result.prompt_tokens)),
                 "decode_ms_per_token": t.get("decode_per_token", float("nan")) * 1000,
                 "step_ms": (pre + t["generate"]) * 1000,
@@ -328,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"step {step:2d} prompt {row['prompt']:5d} | "
             + (f"plain pre {p['preprocess_ms']:4.0f} prefill {p['prefill_ms']:4.0f} dec {p['decode_ms_per_token']:5.1f} ms/t step {p['step_ms']:5.0f} | " if p else "")
-            + f"fast pre {f['preprocess_ms']:4.0f} vis {f['vision_ms']:3.0f} prefill {f['prefill_ms']:4.0f} ({f['prefilled_tokens']} new) dec {f['decode_ms_per_token']:5.2f} ms/t step {f['step_ms']:5.0f}"
+            + f"fast pre {f['preprocess_ms']:4.0f} plan {f['plan_ms']:3.0f} vis {f['vision_ms']:3.0f} fwd {f['forward_ms']:4.0f} prefill {f['prefill_ms']:4.0f} ({f['prefilled_tokens']} new) dec {f['decode_ms_per_token']:5.2f} ms/t step {f['step_ms']:5.0f}"
         )
         call_msg, tool_msg = turns[step - 1]
         transcript = transcript + [call_msg, tool_msg]

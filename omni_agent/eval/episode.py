@@ -259,7 +259,9 @@ def _build_model(task: Task, model: str, values: dict[str, Any]) -> Any:
         return reference_model(task, values)
     from ..models.spec import load_model
 
-    return load_model(task.model or model, base_dir=task.base_dir)
+    # A task file's own spec is relative to the task's folder; the --model given on the command
+    # line is relative to where the command ran (the worker inherits that directory).
+    return load_model(task.model, base_dir=task.base_dir) if task.model else load_model(model)
 
 
 def _record_pids(env: EpisodeEnvironment) -> None:

@@ -12,7 +12,9 @@ import asyncio
 import os
 import threading
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
+
+import numpy as np
 
 from ..exceptions import ModelError, UserError
 from ..messages import AudioPart
@@ -21,10 +23,10 @@ from .chat_template import template_supports_tools
 from .fast.options import FastOptions
 from .fast.run import fast_unsupported, make_fast_thinker, run_fast_generate
 from .families import Family, family_for_model_type
-from .generation import GenerationResult, eos_token_ids, run_generate
+from .generation import SPEECH_SAMPLE_RATE, GenerationResult, eos_token_ids, run_generate
 from .loading import LoadedCheckpoint, apply_image_spec, image_factor, load_checkpoint
 from .media import ImageSpec
-from .prompt import PreparedPrompt, build_prompt
+from .prompt import PreparedPrompt, build_prompt, strip_control_tokens
 from .speech import SpeechSettings, resolve_voice, speech_generation_extras, speech_messages
 
 __all__ = ["QwenOmniModel"]
@@ -209,10 +211,16 @@ class QwenOmniModel(Model):
                 f"{self.info.name} cannot speak: load it with enable_talker=True "
                 "(Qwen3-Omni Instruct or Qwen2.5-Omni with their Talker weights)"
             )
-        text = text.strip()
+        # Template control tokens (``<|im_end|>``...) in the text would end or derail the forced
+        # turn; they are markup, never words, so they are dropped from what is said.
+        text = strip_control_tokens(text).strip()
         if not text:
             raise UserError("speak() needs non-empty text")
         settings = settings or self.speech_settings
+        if self.fast is not None and self.family.key == "qwen3_omni":
+            # Fast path: no Thinker pass, our frame loop, chunked Code2Wav (same codes as below).
+            chunks = [c.samples for c in self.speak_stream(text, voice=voice, settings=settings)]
+            return AudioPart.from_array(np.concatenate(chunks), SPEECH_SAMPLE_RATE, transcript=text)
         voice_name = resolve_voice(self.family, voice)
         tokenizer = self.processor.tokenizer
         text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -236,9 +244,58 @@ class QwenOmniModel(Model):
                 thinker_extra=thinker_extra,
                 talker_extra=talker_extra,
             )
+        if result.token_ids != list(text_ids):
+            # The Talker voices whatever the Thinker wrote in this turn: anything but exactly the
+            # text (a tool call, thinking, other words) must never reach the user's ears.
+            raise ModelError(
+                f"{self.info.name}: the speech turn wrote {len(result.token_ids)} token(s) other than the "
+                f"{len(text_ids)} of the text to speak; nothing was said"
+            )
         if result.waveform is None or result.sample_rate is None:
             raise ModelError(f"{self.info.name} produced no audio")
         return AudioPart.from_array(result.waveform, result.sample_rate, transcript=text)
+
+    def speak_stream(
+        self, text: str, *, voice: str | None = None, settings: SpeechSettings | None = None, chunk_frames: int = 4
+    ) -> Iterator[Any]:
+        """Speech of exactly ``text`` as playable ``SpeechChunk``s while the Talker runs
+        (Qwen3-Omni; see ``omni_agent.runtime.fast.streaming_speech``)."""
+        from .fast.streaming_speech import StreamingSpeaker
+
+        if not self.info.can_speak:
+            raise UserError(f"{self.info.name} cannot speak: load it with enable_talker=True")
+        if self.family.key != "qwen3_omni":
+            raise UserError(f"streaming speech supports Qwen3-Omni; {self.family.label} speaks through speak()")
+        text = text.strip()
+        if not text:
+            raise UserError("speak_stream() needs non-empty text")
+        settings = settings or self.speech_settings
+        voice_name = resolve_voice(self.family, voice)
+        tokenizer = self.processor.tokenizer
+        text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prepared = self.prepare(ModelRequest(messages=speech_messages(self.family)))
+        stop = eos_token_ids(tokenizer)
+        _, talker = speech_generation_extras(
+            self.family, prompt_length=prepared.prompt_tokens, text_ids=text_ids, stop_id=stop[0], settings=settings
+        )
+        speaker = StreamingSpeaker(self.model, self.processor)
+        speaker_id = self.model.config.talker_config.speaker_id[voice_name.lower()]
+        with self._lock:
+            yield from speaker.stream(
+                prepared.inputs["input_ids"],
+                text_ids,
+                speaker_id=speaker_id,
+                stop_ids=stop,
+                max_frames=int(talker["max_new_tokens"]),
+                min_frames=int(talker["min_new_tokens"]),
+                do_sample=True,
+                temperature=settings.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+                repetition_penalty=settings.repetition_penalty,
+                seed=settings.seed,
+                chunk_frames=chunk_frames,
+            )
 
     async def aspeak(self, text: str, *, voice: str | None = None, settings: SpeechSettings | None = None) -> AudioPart:
         return await asyncio.to_thread(self.speak, text, voice=voice, settings=settings)

@@ -257,9 +257,10 @@ def load_checkpoint(
     config = transformers.AutoConfig.from_pretrained(path, local_files_only=local_files_only)
     can_output_audio = bool(getattr(config, "enable_audio_output", False)) and family.has_talker_class
     if enable_talker and not can_output_audio:
+        kind = f"{family.label} Thinking/Captioner" if family.has_talker_class else family.label
         raise UserError(
-            f"{path} has no Talker ({family.label} {'Thinking/Captioner' if family.has_talker_class else ''}"
-            " checkpoints cannot speak); load it with enable_talker=False"
+            f"{path} has no Talker ({kind} checkpoints cannot speak); load it without the Talker "
+            "(enable_talker=False, or drop ?talker=true from the model spec) and speak with espeak-ng"
         )
     if enable_talker and Path(path).is_dir() and not _talker_weights_present(path):
         raise UserError(f"{path} says it has a Talker but holds no talker weights; use enable_talker=False")

@@ -28,7 +28,7 @@ from ..prompting import render_tool_call, system_with_tools
 from .families import Family
 from .media import ImageSpec, audio_to_16k, image_for_model
 
-__all__ = ["PreparedPrompt", "build_prompt", "to_template_messages"]
+__all__ = ["PreparedPrompt", "build_prompt", "strip_control_tokens", "to_template_messages"]
 
 # Template control tokens inside *content* (a web page, a file, a tool's output) would open
 # fake turns or fake media slots; they are neutralised by breaking the token apart.
@@ -37,6 +37,11 @@ _CONTROL_TOKEN = re.compile(r"<\|(im_start|im_end|endoftext|[a-z_]*(?:pad|start|
 
 def _neutralise(text: str) -> str:
     return _CONTROL_TOKEN.sub(lambda m: "<\u200b|" + m.group(1) + "|>", text)
+
+
+def strip_control_tokens(text: str) -> str:
+    """``text`` without template control tokens (for text that is spoken, not read)."""
+    return _CONTROL_TOKEN.sub("", text)
 
 
 @dataclass

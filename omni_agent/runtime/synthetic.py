@@ -163,6 +163,12 @@ def _tiny_qwen3_omni() -> dict[str, Any]:
     return dict(thinker_config=thinker, talker_config=talker, code2wav_config=code2wav)
 
 
+# A trained Qwen2.5-Omni Talker only emits codec ids below the DiT's 8193 codec embeddings (or
+# its end token); a random one samples its whole 8448-entry vocabulary, and an id past the DiT's
+# table crashed Token2Wav (IndexError). The tiny DiT embeds every Talker id instead.
+_QWEN25_TALKER_VOCAB = 8448
+
+
 def _tiny_qwen25_omni() -> dict[str, Any]:
     thinker = dict(
         audio_token_index=151646, image_token_index=151655, video_token_index=151656,
@@ -182,7 +188,7 @@ def _tiny_qwen25_omni() -> dict[str, Any]:
         ),
     )  # fmt: skip
     talker = dict(
-        {k: v for k, v in _TEXT.items() if k != "head_dim"}, head_dim=8, embedding_size=_H, vocab_size=8448,
+        {k: v for k, v in _TEXT.items() if k != "head_dim"}, head_dim=8, embedding_size=_H, vocab_size=_QWEN25_TALKER_VOCAB,
         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 1, 1]},
     )  # fmt: skip
     token2wav = dict(
@@ -190,6 +196,7 @@ def _tiny_qwen25_omni() -> dict[str, Any]:
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, head_dim=16, emb_dim=16, enc_emb_dim=8,
             enc_dim=8, enc_channels=[16, 16, 16, 16, 48], enc_attention_channels=8, enc_se_channels=8,
             look_ahead_layers=[1], look_backward_layers=[0], repeats=2, block_size=24, dropout=0.0,
+            num_embeds=_QWEN25_TALKER_VOCAB,
         ),
         bigvgan_config=dict(
             upsample_initial_channel=128, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]],

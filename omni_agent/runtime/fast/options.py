@@ -31,7 +31,7 @@ class FastOptions(BaseModel):
     compile: bool = True
     """``torch.compile`` the per-layer decode function before graph capture (CUDA only): fuses the
     small element-wise kernels; compiled once for all layers (same shapes, weights as arguments)."""
-    graph_buckets: tuple[int, ...] = (2048, 4096, 8192)
+    graph_buckets: tuple[int, ...] = (2048, 4096, 8192, 12288)
     """Attention lengths with their own captured graph, so a short context does not read the
     whole static cache; ``max_cache_tokens`` is always added as the last bucket."""
     decode_experts: Literal["triton", "gather"] = "triton"

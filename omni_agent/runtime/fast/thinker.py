@@ -211,7 +211,10 @@ class FastThinker:
             x = x.clone()
             x[0, visual_mask] = embeds.to(x.dtype)
         pos = self.positions(new_ids, new_spans, offset)
+        t1 = time.perf_counter()
         logits = self.stack.forward(x, pos.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack)
+        self._sync()
+        timings["prefill_forward"] = time.perf_counter() - t1
         self.state.truncate(k)
         self.state.append(new_ids, pos.amax(dim=0)[0].tolist(), new_spans)
         self.stats.reused_tokens += k
@@ -311,6 +314,7 @@ class FastThinker:
 
         t0 = time.perf_counter()
         plan = self.plan(inputs)
+        t_plan = time.perf_counter() - t0
         total = len(plan.ids) + settings.max_new_tokens
         if total > self.options.max_cache_tokens:
             raise ModelError(
@@ -358,6 +362,7 @@ class FastThinker:
         first_at = first_at or end
         timings.update(
             {
+                "plan": t_plan,
                 "prefill": first_at - t0,
                 "decode": end - first_at,
                 "generate": end - t0,

@@ -1,0 +1,271 @@
+"""Streaming speech for Qwen3-Omni: audio chunks while the Talker is still generating.
+
+``generate(return_audio=True)`` runs the Thinker over the forced text token by token, then the
+whole Talker, then Code2Wav over every frame: the first sample arrives after everything. Here:
+
+1. No Thinker pass at all. For a text-only speech turn the Talker reads only the Thinker's
+   *input embeddings* of the turn (``_get_talker_user_parts`` / ``_get_talker_assistant_parts``
+   use the accept-layer hidden states for image / audio / video positions only), so the text's
+   embeddings are looked up and the Talker starts at once.
+2. The Talker's frame loop is ours (same maths and sampling as transformers' ``generate``:
+   repetition penalty, suppressed tokens, min length, temperature / top-k / top-p; the code
+   predictor's 15 inner steps per frame), so every frame is complete as soon as it exists.
+3. Code2Wav decodes every ``chunk_frames`` frames with left context (as ``chunked_decode``
+   does for its 300-frame chunks), and each chunk is yielded: playable audio after a few frames.
+   Code2Wav is causal but its last ~555 samples of a decode need the next frames; those are
+   held back and emitted (recomputed with left context) by the next chunk, so the stream is
+   gap-free and as long as a one-shot decode (``chunked_decode`` drops them at its 300-frame
+   boundaries).
+
+The Talker and code-predictor steps run through the transformers modules (KV in a
+``DynamicCache``): launch-bound on a GPU. Capturing the frame step in a CUDA graph is the next
+step (docs/perf-gpu.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ...exceptions import ModelError, UserError
+
+__all__ = ["SpeechChunk", "StreamingSpeaker"]
+
+
+@dataclass
+class SpeechChunk:
+    """One playable piece of the waveform (24 kHz float32 mono) and when it was ready."""
+
+    samples: np.ndarray
+    frames: int
+    seconds_since_start: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class StreamingSpeaker:
+    """Talker + Code2Wav of a Qwen3-Omni model, frame by frame, yielding audio chunks."""
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        if getattr(model, "talker", None) is None or getattr(model, "code2wav", None) is None:
+            raise UserError("streaming speech needs a Qwen3-Omni model loaded with its Talker (enable_talker=True)")
+        self.model = model
+        self.processor = processor
+        self.config = model.config
+        self.talker = model.talker
+        self.code2wav = model.code2wav
+        self.device = self.talker.codec_head.weight.device
+        self.last_codes: Any = None
+        """[1, num_code_groups, frames] codec codes of the last stream (for checks and replays)."""
+
+    # -- Talker inputs (transformers' generate() glue, for one text-only turn) --------------------
+    def talker_inputs(self, input_ids: Any, sequences: Any, speaker_id: int, stop_ids: Sequence[int]) -> dict[str, Any]:
+        """The Talker's prompt embeddings, ids and per-frame text embeddings, exactly as
+        ``Qwen3OmniMoeForConditionalGeneration.generate`` builds them (batch 1, no media)."""
+        import torch
+
+        model = self.model
+        cfg = self.config
+        mm_ids = (cfg.thinker_config.audio_token_id, cfg.thinker_config.image_token_id, cfg.thinker_config.video_token_id)
+        if any(int((sequences == t).sum()) for t in mm_ids):
+            raise UserError("streaming speech takes a text-only turn (no image / audio / video placeholders)")
+        thinker_embed = model.thinker.get_input_embeddings()(sequences[:, :-1])  # the tokens generate() fed
+        seq_len = input_ids.shape[1]
+        positions = torch.arange(seq_len, device=input_ids.device).unsqueeze(0)
+        im_start = torch.where(input_ids == cfg.im_start_token_id, positions, positions.new_full((), -1))
+        previous = torch.cummax(im_start, dim=-1).values.clamp_min(0)
+        roles = input_ids.gather(1, (previous + 1).clamp_max(seq_len - 1))
+        user_mask = roles == cfg.user_token_id
+        n_user = int(user_mask.sum())
+        user_idx = torch.where(user_mask, seq_len + positions, positions).argsort(dim=-1)[:, -n_user:]
+        no_mm = torch.zeros_like(sequences, dtype=torch.bool)
+        user_embeds = model._get_talker_user_parts(0, seq_len, no_mm, thinker_embed, thinker_embed)
+        user_embeds = user_embeds.gather(1, user_idx.unsqueeze(-1).expand(-1, -1, user_embeds.shape[-1]))
+        user_ids = sequences[:, :seq_len].gather(1, user_idx)
+        start_mask = (input_ids[:, :-1] == cfg.im_start_token_id) & (input_ids[:, 1:] == cfg.assistant_token_id)
+        assistant_start = int(torch.nonzero(start_mask[0]).flatten()[-1])
+        special = torch.tensor([[cfg.tts_bos_token_id, cfg.tts_eos_token_id, cfg.tts_pad_token_id]], device=self.device)
+        bos, eos, pad = self.talker.text_projection(model.thinker.get_input_embeddings()(special)).chunk(3, dim=1)
+        assistant_embeds, assistant_ids, trailing = model._get_talker_assistant_parts(
+            assistant_start, sequences.shape[-1], speaker_id, thinker_embed, pad, bos, eos
+        )
+        generated = sequences[:, seq_len:]
+        is_eos = (generated.unsqueeze(-1) == torch.tensor(list(stop_ids), device=generated.device)).any(dim=-1)
+        first_eos = torch.where(is_eos, torch.arange(generated.shape[1], device=generated.device), generated.shape[1]).min(dim=-1).values
+        cols = torch.arange(trailing.shape[1], device=trailing.device).unsqueeze(0)
+        trailing = torch.where((cols > first_eos.unsqueeze(1)).unsqueeze(-1), pad.to(trailing.dtype), trailing)
+        trailing = torch.where((cols == first_eos.unsqueeze(1)).unsqueeze(-1), eos.to(trailing.dtype), trailing)
+        return {
+            "embeds": torch.cat((user_embeds, assistant_embeds), dim=1),
+            "ids": torch.cat((user_ids, assistant_ids), dim=1),
+            "trailing": trailing,
+            "pad": pad,
+        }
+
+    # -- sampling (transformers' processors, reused) ----------------------------------------------
+    def _talker_processors(self, *, do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float, min_new_tokens: int) -> tuple[Any, Any]:
+        from transformers import (
+            LogitsProcessorList,
+            MinNewTokensLengthLogitsProcessor,
+            RepetitionPenaltyLogitsProcessor,
+            SuppressTokensLogitsProcessor,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        tc = self.config.talker_config
+        vocab = tc.text_config.vocab_size
+        suppress = [i for i in range(vocab - 1024, vocab) if i != tc.codec_eos_token_id]
+        processors = LogitsProcessorList()
+        if repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
+        processors.append(SuppressTokensLogitsProcessor(suppress, device=self.device))
+        if min_new_tokens > 0:
+            processors.append(MinNewTokensLengthLogitsProcessor(0, min_new_tokens, tc.codec_eos_token_id, device=self.device))
+        warpers = LogitsProcessorList()
+        if do_sample:
+            if temperature != 1.0:
+                warpers.append(TemperatureLogitsWarper(temperature))
+            if top_k:
+                warpers.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                warpers.append(TopPLogitsWarper(top_p))
+        return processors, warpers
+
+    @staticmethod
+    def _pick(scores: Any, do_sample: bool, generator: Any) -> Any:
+        import torch
+
+        if not do_sample:
+            return scores.argmax(dim=-1, keepdim=True)
+        probs = torch.softmax(scores.float(), dim=-1)
+        return torch.multinomial(probs, 1, generator=generator)
+
+    def _code_predictor(self, past_hidden: Any, code0: Any, generator: Any) -> tuple[Any, Any]:
+        """The 15 residual codes of one frame and the frame's summed codec embedding."""
+        import torch
+        from transformers import DynamicCache, LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
+
+        cp = self.talker.code_predictor
+        do_sample = bool(cp.generation_config.do_sample)
+        warpers = LogitsProcessorList([TopKLogitsWarper(50), TopPLogitsWarper(0.8)]) if do_sample else None
+        embeddings = cp.model.get_input_embeddings()
+        groups = int(self.config.talker_config.num_code_groups)
+        first = self.talker.get_input_embeddings()(code0)  # [1, 1, H]
+        cache = DynamicCache(config=cp.config)
+        x = torch.cat((past_hidden, first), dim=1)
+        hiddens = [first]
+        codes = []
+        ids = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+        for step in range(groups - 1):
+            out = cp.model(inputs_embeds=x, past_key_values=cache, use_cache=True)
+            scores = cp.lm_head[step](out.last_hidden_state[:, -1]).float()
+            if warpers is not None:
+                scores = warpers(ids, scores)
+            code = self._pick(scores, do_sample, generator)  # [1, 1]
+            codes.append(code)
+            ids = torch.cat((ids, code), dim=1)
+            x = embeddings[step](code)  # the next step's input; also this code's embedding
+            hiddens.append(x)
+        summed = torch.cat(hiddens, dim=1).sum(1, keepdim=True)
+        return torch.cat([code0] + codes, dim=1), summed
+
+    # -- the stream ------------------------------------------------------------------------------
+    def stream(
+        self,
+        input_ids: Any,
+        text_ids: Sequence[int],
+        *,
+        speaker_id: int,
+        stop_ids: Sequence[int],
+        max_frames: int,
+        min_frames: int = 2,
+        do_sample: bool = True,
+        temperature: float = 0.9,
+        top_k: int = 50,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.05,
+        seed: int | None = None,
+        chunk_frames: int = 4,
+        left_context: int = 25,
+    ) -> Iterator[SpeechChunk]:
+        """Yield audio chunks of ``chunk_frames`` codec frames (the last one shorter) for the
+        forced turn ``input_ids`` (the speech prompt) + ``text_ids`` + the stop token."""
+        import torch
+        from transformers import DynamicCache
+
+        if chunk_frames < 1:
+            raise UserError("chunk_frames must be >= 1")
+        t0 = time.perf_counter()
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(seed)) if seed is not None else generator.seed()
+        tc = self.config.talker_config
+        eos_code = int(tc.codec_eos_token_id)
+        with torch.inference_mode():
+            input_ids = input_ids.to(self.device)
+            forced = torch.tensor([list(text_ids) + [int(stop_ids[0])]], dtype=torch.long, device=self.device)
+            sequences = torch.cat((input_ids, forced), dim=1)
+            parts = self.talker_inputs(input_ids, sequences, speaker_id, stop_ids)
+            processors, warpers = self._talker_processors(
+                do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                repetition_penalty=repetition_penalty, min_new_tokens=max(min_frames, 2),
+            )  # fmt: skip
+            cache = DynamicCache(config=self.talker.config)
+            out = self.talker.model(inputs_embeds=parts["embeds"], past_key_values=cache, use_cache=True)
+            past_hidden = out.last_hidden_state[:, -1:]
+            scores = self.talker.codec_head(past_hidden)[:, -1].float()
+            generated = torch.zeros((1, 0), dtype=torch.long, device=self.device)
+            frames: list[Any] = []
+            decoded = 0
+            self._emitted = 0
+            upsample = int(self.code2wav.total_upsample)
+            trailing = parts["trailing"]
+            for step in range(max_frames):
+                scores = processors(generated, scores)
+                if do_sample:
+                    scores = warpers(generated, scores)
+                code0 = self._pick(scores, do_sample, generator)
+                generated = torch.cat((generated, code0), dim=1)
+                if int(code0) == eos_code:
+                    break
+                frame_codes, summed = self._code_predictor(past_hidden, code0, generator)
+                frames.append(frame_codes)
+                text = trailing[:, step : step + 1] if step < trailing.shape[1] else parts["pad"]
+                out = self.talker.model(inputs_embeds=summed + text, past_key_values=cache, use_cache=True)
+                past_hidden = out.last_hidden_state[:, -1:]
+                scores = self.talker.codec_head(past_hidden)[:, -1].float()
+                if len(frames) - decoded >= chunk_frames:
+                    yield self._decode(frames, decoded, left_context, upsample, t0)
+                    decoded = len(frames)
+            if not frames:
+                raise ModelError("the Talker produced no audio frames")
+            self.last_codes = torch.stack(frames, dim=-1)
+            if len(frames) > decoded:
+                yield self._decode(frames, decoded, left_context, upsample, t0)
+
+    def _decode(self, frames: list[Any], start: int, left_context: int, upsample: int, t0: float) -> SpeechChunk:
+        """Samples from the last emitted one up to what frames[:end] determine. A decode of
+        frames [first, end) is ~555 samples shorter than (end - first) x upsample: that tail
+        needs later frames, so it is not emitted yet; the next chunk starts where this one ended."""
+        import torch
+
+        codes = torch.stack(frames, dim=-1)  # [1, 16, T]
+        context = min(left_context, start)
+        first = start - context
+        wav = self.code2wav(codes[..., first:]).float().reshape(-1)
+        end = len(frames)
+        held_back = end * upsample - (first * upsample + wav.shape[0])  # samples needing later frames
+        begin = self._emitted - first * upsample
+        if begin < 0:  # pragma: no cover - left context shorter than the held-back tail
+            raise ModelError("Code2Wav left context too short for streaming")
+        samples = wav[begin:].cpu().numpy().astype(np.float32)
+        self._emitted += samples.shape[0]
+        return SpeechChunk(
+            samples=samples,
+            frames=end - start,
+            seconds_since_start=time.perf_counter() - t0,
+            timings={"held_back_samples": float(held_back)},
+        )
