@@ -198,6 +198,8 @@ def run_cmd(
     )
     agent = Agent(the_model, loaded.tools, observers=loaded.observers, **agent_kwargs)
     agent.events.subscribe(LiveDisplay(err, verbose=verbose))
+    started: dict[str, str] = {}
+    agent.events.subscribe(lambda e: started.update(dir=e.trajectory_dir or "") if e.type == "run_started" else None)
     voice_out = None
     if speak:
         from .voice.cli import speech_for_run
@@ -211,16 +213,40 @@ def run_cmd(
             audio=AudioPart.from_path(audio) if audio else None,
             images=[ImagePart.from_path(p) for p in image] or None,
         )
+    except KeyboardInterrupt:
+        # Ctrl-C (or kill) cancelled the run, which closed its trajectory as "cancelled".
+        kept = started.get("dir")
+        if kept:
+            _html_report(kept)
+        where = f"; trajectory kept in {kept}" if kept else ""
+        err.print(f"[bold red]interrupted:[/] the run was stopped{escape(where)}", soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         if voice_out is not None:
             voice_out.close()
+    report = _html_report(result.trajectory_dir) if result.trajectory_dir else None
     if as_json:
-        print(json.dumps({k: v for k, v in result.model_dump(mode="json").items() if k != "messages"}, indent=2))
+        doc = {k: v for k, v in result.model_dump(mode="json").items() if k != "messages"}
+        doc["report"] = str(report) if report else None
+        print(json.dumps(doc, indent=2))
     else:
-        err.print(f"[dim]trajectory: {result.trajectory_dir}[/]")
+        err.print(f"[dim]trajectory: {escape(str(result.trajectory_dir))}[/]", soft_wrap=True)
+        if report:
+            err.print(f"[dim]report: {escape(str(report))}[/]", soft_wrap=True)
         if result.answer:
             print(result.answer)
     raise typer.Exit(0 if result.stop_reason in (StopReason.ANSWER, StopReason.FINISHING_TOOL) else 3)
+
+
+def _html_report(trajectory_dir: str | Path) -> Path | None:
+    """Write the run's index.html (screenshots, calls, results); a failure is a note, not an error."""
+    from .html_report import render_trajectory_html
+
+    try:
+        return render_trajectory_html(trajectory_dir)
+    except Exception as exc:  # the run itself is done; the page is a convenience
+        err.print(f"[yellow]note:[/] no HTML report for {escape(str(trajectory_dir))}: {escape(str(exc))}")
+        return None
 
 
 def _stop_on_sigterm() -> None:
@@ -302,7 +328,8 @@ def replay_cmd(
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
-        out.print(report.summary() if hasattr(report, "summary") else report)
+        # Tool output may look like rich markup ("[/bold]", "list[int]"): print it as plain text.
+        out.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -23,7 +23,7 @@ class ToolRegistry:
             raise ToolDefinitionError(
                 f"expected a Tool (decorate the function with @tool), got {type(tool).__name__}"
             )
-        if not TOOL_NAME_RE.match(tool.name):
+        if not TOOL_NAME_RE.fullmatch(tool.name):
             raise ToolDefinitionError(f"invalid tool name {tool.name!r}")
         if tool.name in self._tools:
             raise ToolDefinitionError(f"duplicate tool name {tool.name!r}")

@@ -34,27 +34,50 @@ def signature_model(
 ) -> tuple[type[BaseModel], str]:
     """Build a pydantic model for ``fn``'s parameters (minus ``skip``) and return it with the
     function description taken from the docstring."""
+    label = getattr(fn, "__qualname__", None) or repr(fn)
     try:
         hints = get_type_hints(fn, include_extras=True)
     except Exception as exc:  # NameError for unresolvable forward refs and the like
-        raise ToolDefinitionError(f"cannot resolve type hints of {fn.__qualname__}: {exc}") from exc
+        raise ToolDefinitionError(f"cannot resolve type hints of {label}: {exc}") from exc
     description, arg_docs = parse_docstring(fn)
     fields: dict[str, Any] = {}
     for name, param in inspect.signature(fn).parameters.items():
         if name in skip:
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ToolDefinitionError(f"{fn.__qualname__}: *args/**kwargs cannot be described to a model")
+            raise ToolDefinitionError(f"{label}: *args/**kwargs cannot be described to a model")
+        if param.kind is param.POSITIONAL_ONLY:  # tools are called with keyword arguments (JSON objects)
+            raise ToolDefinitionError(f"{label}: parameter {name!r} is positional-only; tools take keyword arguments")
         if name not in hints:
-            raise ToolDefinitionError(f"{fn.__qualname__}: parameter {name!r} has no type annotation")
+            raise ToolDefinitionError(f"{label}: parameter {name!r} has no type annotation")
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[name] = (hints[name], Field(default, description=arg_docs.get(name) or None))
-    model = create_model(  # type: ignore[call-overload]
-        model_name or f"{fn.__name__}_args",
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
-        **fields,
-    )
+    try:
+        model = create_model(  # type: ignore[call-overload]
+            model_name or f"{getattr(fn, '__name__', 'tool')}_args",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            **fields,
+        )
+    except Exception as exc:  # e.g. a parameter typed with a class pydantic cannot describe
+        culprit = next((n for n, f in fields.items() if not _describable(f)), None)
+        what = f"parameter {culprit!r} ({_type_name(fields[culprit][0])})" if culprit else "the parameter types"
+        raise ToolDefinitionError(
+            f"{label}: {what} cannot be described as JSON Schema; "
+            "use str/int/float/bool, lists, dicts, Literal, enums, Optional or pydantic models"
+        ) from exc
     return model, description
+
+
+def _describable(field: tuple[Any, Any]) -> bool:
+    try:
+        create_model("probe", __config__=ConfigDict(arbitrary_types_allowed=False), x=field)  # type: ignore[call-overload]
+    except Exception:
+        return False
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:

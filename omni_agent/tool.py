@@ -108,9 +108,19 @@ class Tool:
     """True for tools whose output carries outside content (web pages, downloaded files)."""
 
     def __post_init__(self) -> None:
-        if not TOOL_NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not TOOL_NAME_RE.fullmatch(self.name):
             raise ToolDefinitionError(
                 f"invalid tool name {self.name!r}: use letters, digits, _ . - (max 64), starting with a letter or _"
+            )
+        if not callable(self.fn):
+            raise ToolDefinitionError(f"tool {self.name}: fn must be callable, got {type(self.fn).__name__}")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ToolDefinitionError(f"tool {self.name}: timeout must be a number of seconds > 0 or None, got {self.timeout!r}")
+        if self.risk not in ("safe", "dangerous"):
+            raise ToolDefinitionError(f"tool {self.name}: risk must be 'safe' or 'dangerous', got {self.risk!r}")
+        if not isinstance(self.parameters, dict):
+            raise ToolDefinitionError(
+                f"tool {self.name}: parameters must be a JSON Schema object (a dict), got {type(self.parameters).__name__}"
             )
         if self.parameters.get("type", "object") != "object":
             raise ToolDefinitionError(f"tool {self.name}: parameters must be a JSON object schema")
@@ -165,6 +175,8 @@ class Tool:
     ) -> "Tool":
         """Wrap ``fn(**arguments)`` with a raw schema: OpenAI ``{"type": "function", "function":
         {...}}``, a bare ``{"name", "description", "parameters"}``, or the same without ``type``."""
+        if not isinstance(schema, dict) or not isinstance(schema.get("function", schema), dict):
+            raise ToolDefinitionError(f"a tool schema must be a dict in the OpenAI function format, got {type(schema).__name__}")
         spec = schema.get("function", schema)
         if "name" not in spec:
             raise ToolDefinitionError("a tool schema needs a 'name'")
@@ -273,10 +285,13 @@ def tool(
     def build(f: ToolFn) -> Tool:
         if not callable(f):
             raise ToolDefinitionError(f"@tool needs a function, got {type(f).__name__}")
+        tool_name = name or getattr(f, "__name__", None)
+        if not tool_name:
+            raise ToolDefinitionError(f"@tool cannot name {f!r}: pass name=...")
         ctx = first_param_is_context(f, ToolContext)
         model, doc = signature_model(f, skip={ctx} if ctx else set())
         return Tool(
-            name=name or f.__name__,
+            name=tool_name,
             description=(description if description is not None else doc) or f.__name__,
             parameters=model_schema(model),
             fn=f,

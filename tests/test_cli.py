@@ -137,3 +137,121 @@ def test_run_with_a_spoken_command_and_speech_out(tmp_path: Path) -> None:
     wavs = sorted(spoken.glob("*.wav"))
     assert wavs, "nothing was spoken"
     assert any(w.stat().st_size > 8000 for w in wavs)
+
+
+TOOLS_WITH_IMAGE = '''
+import time
+from pathlib import Path
+from PIL import Image
+from omni_agent import tool
+
+@tool
+def snap(color: str) -> Image.Image:
+    """A picture of one colour."""
+    return Image.new("RGB", (40, 30), color)
+
+@tool
+def weird(tag: str) -> str:
+    """Text that looks like rich markup and changes every call."""
+    return f"[/bold] list[int] [red]{tag} {time.time_ns()}"
+
+@tool(timeout=30)
+def slow(seconds: float) -> str:
+    """Sleep."""
+    time.sleep(seconds)
+    return "slept"
+'''
+
+
+def test_run_writes_images_and_an_html_report_then_replay_prints_markup_safely(tmp_path: Path) -> None:
+    tools = tmp_path / "pics.py"
+    tools.write_text(TOOLS_WITH_IMAGE)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([
+        '<tool_call>{"name": "snap", "arguments": {"color": "blue"}}</tool_call>'
+        '<tool_call>{"name": "weird", "arguments": {"tag": "[/x]"}}</tool_call>',
+        "Done [bold]really[/].",
+    ]))  # fmt: skip
+    proc = cli("run", "take a picture", "--model", f"scripted:{script}", "--tools", str(tools),
+               "-w", str(tmp_path / "ws"), "--trajectory", str(tmp_path / "runs [/x]"), "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    traj = Path(doc["trajectory_dir"])
+    images = sorted((traj / "media").glob("*.png"))
+    assert len(images) == 1
+    from PIL import Image
+
+    assert Image.open(images[0]).getpixel((5, 5)) == (0, 0, 255)
+    page = Path(doc["report"]).read_text()
+    assert Path(doc["report"]) == traj / "index.html"
+    assert f'<img src="media/{images[0].name}"' in page
+    # The result text changes on replay; the divergence report shows it verbatim (not as markup).
+    proc = cli("replay", str(traj), "-w", str(tmp_path / "ws"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr
+    assert "weird (diverged)" in proc.stdout and "[/bold] list[int] [red][/x]" in proc.stdout
+
+
+def test_ctrl_c_stops_the_run_with_one_line_and_keeps_a_loadable_trajectory(tmp_path: Path) -> None:
+    import signal
+
+    from omni_agent.trajectory import load_trajectory
+
+    tools = tmp_path / "pics.py"
+    tools.write_text(TOOLS_WITH_IMAGE)
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(['<tool_call>{"name": "slow", "arguments": {"seconds": 20}}</tool_call>', "never"]))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [EXE, "run", "sleep", "--model", f"scripted:{script}", "--tools", str(tools), "-w", str(tmp_path / "ws"),
+         "--trajectory", str(runs)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "COLUMNS": "200", "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # wait until the tool is running
+        seen.append(line)
+        if line.startswith("→ slow"):
+            break
+    else:
+        raise AssertionError("".join(seen))
+    proc.send_signal(signal.SIGINT)
+    out, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest
+    (line,) = [x for x in rest.splitlines() if "interrupted" in x]
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    assert line == f"interrupted: the run was stopped; trajectory kept in {run_dir}"
+    traj = load_trajectory(run_dir)
+    assert traj.meta.stop_reason == "cancelled" and traj.finished
+    assert [c.name for c in traj.steps[-1].calls] == ["slow"]
+    assert (run_dir / "index.html").is_file()
+
+
+def test_live_display_shows_text_then_calls_then_named_results(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from omni_agent import Agent, ScriptedModel, tool
+    from omni_agent.display import LiveDisplay
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    model = ScriptedModel([
+        'Adding now.<tool_call>{"name": "add", "arguments": {"a": 2, "b": 40}}</tool_call>'
+        '<tool_call>{"name": "add", "arguments": {"a": "x"}}</tool_call>',
+        "It is 42.",
+    ])  # fmt: skip
+    buffer = io.StringIO()
+    agent = Agent(model, [add])
+    agent.events.subscribe(LiveDisplay(Console(file=buffer, width=120, no_color=True)))
+    assert agent.run("add").answer == "It is 42."
+    shown = buffer.getvalue()
+    order = [shown.index(s) for s in ("Adding now.", '→ add {"a": 2, "b": 40}', '→ add {"a": "x"}', "✗ add invalid:", "✓ add: 42")]
+    assert order == sorted(order), shown
+    assert "missing required argument" in shown and "It is 42." in shown

@@ -69,3 +69,29 @@ def test_agent_reports_a_down_server_in_one_line(refused_base_url, tmp_path):
     assert result.stop_reason == StopReason.MODEL_ERROR
     assert f"cannot reach {refused_base_url}: connection refused (2 attempts)" in (result.error or "")
     assert "Traceback" not in (result.error or "")
+
+
+def test_server_variants_dict_arguments_null_content_and_unknown_fields(openai_server, tmp_path):
+    """Servers differ: arguments as an already-parsed object, ``content: null`` deltas, fields
+    the protocol does not name, a server that answers a stream request with one JSON body."""
+    from tests.fixtures.openai_server import chat_completion
+
+    def chunk(delta, finish=None):
+        return {"id": "x", "object": "chat.completion.chunk", "model": "m", "system_fingerprint": "fp",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, "stop_reason": None}]}  # fmt: skip
+
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "click", "arguments": {"x": 5, "y": 6}}}
+    openai_server.reply_stream([chunk({"role": "assistant", "content": None}),
+                                chunk({"content": None, "tool_calls": [call]}), chunk({}, "tool_calls")])  # fmt: skip
+    native = {"id": "c2", "type": "function", "function": {"name": "click", "arguments": {"x": 7, "y": 8}}, "extra": 1}
+    whole = chat_completion(None, tool_calls=[native])
+    whole["choices"][0]["message"].update(refusal=None, audio=None)
+    openai_server.reply_json(whole)  # a server that ignored "stream": true
+    openai_server.reply_stream([chunk({"content": "Done."}, "stop")])
+    clicks: list[tuple[int, int]] = []
+    agent = Agent(load_model(f"openai:{openai_server.base_url}#m?retries=0"), [_click_tool(clicks)], workspace=tmp_path)
+    result = agent.run("Click twice.")
+    assert result.stop_reason == StopReason.ANSWER and result.answer == "Done.", result.error
+    assert clicks == [(5, 6), (7, 8)]
+    sent = openai_server.chat_requests()[1].json["messages"][-2]["tool_calls"][0]
+    assert sent["id"] == "c1" and sent["function"]["arguments"] == '{"x": 5, "y": 6}'  # sent back as a JSON string

@@ -90,3 +90,15 @@ def test_no_calls(value: object) -> None:
 def test_non_list_is_one_fatal_problem(value: object) -> None:
     calls, [problem] = calls_from_openai(value)
     assert calls == [] and problem.fatal and problem.kind == "invalid_json"
+
+
+def test_arguments_cut_off_inside_a_string_never_become_a_call() -> None:
+    """A stream that ends at the token limit mid-argument: running ``rm -rf /tmp/bu`` (a prefix
+    of what the model meant) would be worse than asking again."""
+    calls, problems = calls_from_openai(
+        [item("shell", '{"command": "rm -rf /tmp/build/ca'), item("get_time", '{"zone": "UTC"')]
+    )
+    assert [(c.name, c.arguments) for c in calls] == [("get_time", {"zone": "UTC"})]  # only closers were missing
+    bad = [p for p in problems if p.fatal]
+    assert len(bad) == 1 and bad[0].kind == "bad_arguments"
+    assert "shell" in bad[0].message and "cut off inside a string" in bad[0].message

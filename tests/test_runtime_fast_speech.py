@@ -44,10 +44,11 @@ def _plain_greedy_wave(model: QwenOmniModel, text: str):
     return prepared, text_ids, stop, result.waveform
 
 
-def test_streamed_talker_gives_the_plain_paths_codes_and_a_gapless_stream(tiny_qwen3_omni):
+@pytest.mark.parametrize("engine", ["static", "modules"])
+def test_streamed_talker_gives_the_plain_paths_codes_and_a_gapless_stream(tiny_qwen3_omni, engine):
     text = "Opening the settings window now."
     prepared, text_ids, stop, plain_wave = _plain_greedy_wave(tiny_qwen3_omni, text)
-    speaker = StreamingSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor)
+    speaker = StreamingSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, engine=engine)
     chunks = list(
         speaker.stream(
             prepared.inputs["input_ids"], text_ids, speaker_id=2302, stop_ids=stop, max_frames=FRAMES,
@@ -82,3 +83,22 @@ def test_speak_stream_and_fast_speak(tiny_qwen3_omni, tiny_qwen25_omni):
         next(tiny_qwen25_omni.speak_stream("hello"))
     with pytest.raises(UserError, match="non-empty"):
         next(tiny_qwen3_omni.speak_stream("   "))
+
+
+def test_a_message_longer_than_the_talker_cache_is_refused(tiny_qwen3_omni):
+    speaker = StreamingSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_tokens=32)
+    prompt = tiny_qwen3_omni.prepare(ModelRequest(messages=speech_messages(tiny_qwen3_omni.family))).inputs["input_ids"]
+    with pytest.raises(UserError, match="KV slots"):
+        next(speaker.stream(prompt, [72, 105], speaker_id=2302, stop_ids=[151645], max_frames=400))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graph_captured_frames_match_the_module_engine_on_gpu(tiny_qwen3_omni_dir):
+    gpu = QwenOmniModel.load(tiny_qwen3_omni_dir, device_map="cuda", enable_talker=True)
+    prompt = gpu.prepare(ModelRequest(messages=speech_messages(gpu.family))).inputs["input_ids"]
+    codes = {}
+    for engine in ("static", "modules"):
+        speaker = StreamingSpeaker(gpu.model, gpu.processor, engine=engine)
+        list(speaker.stream(prompt, [72, 105, 33], speaker_id=2302, stop_ids=[151645], max_frames=8, min_frames=8, do_sample=False))
+        codes[engine] = speaker.last_codes
+    assert torch.equal(codes["static"], codes["modules"])

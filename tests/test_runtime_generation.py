@@ -117,6 +117,25 @@ def test_stream_yields_chunks_that_add_up(tiny_qwen3_omni):
     assert same.text == final.text
 
 
+def test_abandoned_stream_stops_generation(tiny_qwen3_omni):
+    """Ctrl-C or a cancelled run closes the stream: generate() must stop at its next token, not run
+    on in a daemon thread (at interpreter exit that printed a traceback or aborted the process)."""
+    import threading
+
+    long = ModelRequest(messages=[UserMessage("hello")], settings=GenerationSettings(max_new_tokens=4000, seed=1))
+
+    async def read_one_then_leave():
+        stream = tiny_qwen3_omni.stream(long)
+        first = await stream.__anext__()
+        await stream.aclose()
+        return first
+
+    assert asyncio.run(read_one_then_leave()).text
+    assert not [t for t in threading.enumerate() if t.name == "qwen-generate"]
+    short = tiny_qwen3_omni.generate(ModelRequest(messages=[UserMessage("hi")], settings=GenerationSettings(max_new_tokens=2)))
+    assert short.completion_tokens >= 1  # the model is free again
+
+
 def test_speak_length_grows_with_text(tiny_qwen3_omni):
     short = tiny_qwen3_omni.speak("Hi.", settings=FIXED_FRAMES)
     long = tiny_qwen3_omni.speak("Hello there, friend.", settings=FIXED_FRAMES, voice="chelsie")

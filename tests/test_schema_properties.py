@@ -6,12 +6,15 @@ pydantic model, and values generated from the schema are accepted by the pydanti
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import re
 import types
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
 
 import annotated_types
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
@@ -259,3 +262,55 @@ def test_values_generated_from_the_schema_are_accepted_by_the_model(data: st.Dat
     assert result.ok, result.message
     assert t.args_model is not None
     t.args_model.model_validate(arguments)
+
+
+# -- bad tool definitions: clear UserErrors when the tool is defined, not when it is called ----
+
+
+def _no_annotations(a, b):  # noqa: ANN001, ANN202
+    return a
+
+
+def _star_args(*numbers: int) -> int:
+    return sum(numbers)
+
+
+def _positional_only(a: int, /) -> int:
+    return a
+
+
+class _Opaque:
+    pass
+
+
+def _opaque_param(thing: _Opaque) -> str:
+    return "x"
+
+
+def _ok(a: int) -> int:
+    return a
+
+
+@pytest.mark.parametrize(
+    ("define", "message"),
+    [
+        (lambda: tool(_no_annotations), "parameter 'a' has no type annotation"),
+        (lambda: tool(_star_args), "*args/**kwargs"),
+        (lambda: tool(_positional_only), "parameter 'a' is positional-only"),
+        (lambda: tool(_opaque_param), "parameter 'thing' (_Opaque) cannot be described as JSON Schema"),
+        (lambda: tool(name="my tool")(_ok), "invalid tool name 'my tool'"),
+        (lambda: tool(name="add\n")(_ok), "invalid tool name 'add"),  # a trailing newline slipped past $
+        (lambda: tool(name="9lives")(_ok), "invalid tool name"),
+        (lambda: ToolRegistry([tool(_ok), tool(_ok)]), "duplicate tool name '_ok'"),
+        (lambda: tool(timeout=-1)(_ok), "timeout must be a number of seconds > 0"),
+        (lambda: tool(risk="meh")(_ok), "risk must be 'safe' or 'dangerous'"),  # type: ignore[arg-type]
+        (lambda: tool(functools.partial(_ok, a=1)), "pass name="),
+        (lambda: Tool.from_schema({"name": "x", "parameters": "nope"}, _ok), "parameters must be a JSON Schema object"),
+        (lambda: Tool.from_schema(["x"], _ok), "must be a dict"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_tool_definitions_are_clear_user_errors(define: Any, message: str) -> None:
+    from omni_agent.exceptions import UserError
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        define()

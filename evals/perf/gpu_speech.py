@@ -184,13 +184,24 @@ def main(argv: list[str] | None = None) -> int:
         prepared, GenerationSettings(max_new_tokens=len(text_ids) + 1, temperature=0.0), on_text=None, preprocess_s=0.0,
         return_audio=True, voice="Ethan", thinker_extra=thinker, talker_extra=talker,
     ).waveform  # fmt: skip
-    speaker = StreamingSpeaker(model, processor)
-    list(speaker.stream(prepared.inputs["input_ids"], text_ids, speaker_id=config.talker_config.speaker_id["ethan"], stop_ids=stop, max_frames=12, min_frames=12, do_sample=False))
+    codes = {}
+    for engine in ("modules", "static"):
+        speaker = StreamingSpeaker(model, processor, engine=engine)
+        list(speaker.stream(prepared.inputs["input_ids"], text_ids, speaker_id=config.talker_config.speaker_id["ethan"], stop_ids=stop, max_frames=12, min_frames=12, do_sample=False))
+        codes[engine] = speaker.last_codes
     with torch.inference_mode():
-        mine = model.code2wav.chunked_decode(speaker.last_codes[..., :11], chunk_size=300, left_context_size=25).float().reshape(-1).cpu().numpy()
+        mine = model.code2wav.chunked_decode(codes["modules"][..., :11], chunk_size=300, left_context_size=25).float().reshape(-1).cpu().numpy()
     same = mine.shape == ref.shape and bool(np.allclose(mine, ref, atol=1e-3))
     err = float(np.linalg.norm(mine - ref) / max(np.linalg.norm(ref), 1e-12)) if mine.shape == ref.shape else float("nan")
-    report["check"] = {"greedy_same_waveform": same, "rel_err": err}
+    agree = 0
+    for f in range(codes["static"].shape[-1]):
+        if not torch.equal(codes["static"][..., f], codes["modules"][..., f]):
+            break
+        agree += 1
+    report["check"] = {
+        "modules_engine_same_waveform_as_generate": same, "rel_err": err,
+        "static_engine_frames_equal_to_modules_engine": f"{agree}/{codes['static'].shape[-1]} (greedy, bf16)",
+    }  # fmt: skip
     log(f"check: {report['check']}")
 
     print("")

@@ -16,7 +16,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["MAX_LENIENT_CHARS", "loads_lenient"]
+__all__ = ["MAX_LENIENT_CHARS", "ends_inside_string", "loads_lenient"]
 
 MAX_LENIENT_CHARS = 200_000
 """Longer text is not repaired (a tool call is never that long; this bounds the repair cost)."""
@@ -158,6 +158,20 @@ def _describe_repairs(text: str) -> list[str]:
     if depth > 0:
         found["truncated"] = None
     return list(found)
+
+
+def ends_inside_string(text: str) -> bool:
+    """True when ``text`` stops inside a string literal: the value was cut off (an output limit),
+    so a repaired value would hold a partial string (half a path, half a command)."""
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in "\"'":
+            i = _skip_string(text, i)
+            if i > n:
+                return True
+            continue
+        i += 1
+    return False
 
 
 def _skip_string(text: str, start: int) -> int:

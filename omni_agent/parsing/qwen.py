@@ -28,7 +28,7 @@ import re
 from typing import Any, Literal, Union
 
 from ..messages import ToolCall, new_call_id
-from .lenient_json import loads_lenient
+from .lenient_json import ends_inside_string, loads_lenient
 from .types import ParsedOutput, ParseProblem
 
 __all__ = [
@@ -409,6 +409,8 @@ def parse_call_block(content: str) -> tuple[list[ToolCall], list[ParseProblem]]:
                 fatal=True,
             )
         ]
+    if "truncated" in repairs and ends_inside_string(text):
+        return [], [_cut_off("the tool call", text)]
     problems: list[ParseProblem] = []
     if repairs:
         problems.append(
@@ -508,6 +510,8 @@ def _arguments(raw: Any, name: str, *, text_expected: bool) -> tuple[dict[str, A
                 snippet=_snippet(raw),
             )
         ]
+    if "truncated" in repairs and ends_inside_string(raw):
+        return None, [_cut_off(f'"arguments" of {name!r}', raw, kind="bad_arguments")]
     if not isinstance(value, dict):
         return None, [
             ParseProblem(
@@ -527,6 +531,16 @@ def _arguments(raw: Any, name: str, *, text_expected: bool) -> tuple[dict[str, A
             fatal=False,
         )
     ]
+
+
+def _cut_off(what: str, text: str, *, kind: str = "invalid_json") -> ParseProblem:
+    """A call that stops inside a string never runs: completing it would act on half an argument."""
+    return ParseProblem(
+        kind=kind,  # type: ignore[arg-type]
+        message=f"{what} was cut off inside a string (output limit reached?); it did not run: write the whole call again",
+        snippet=_snippet(text),
+        fatal=True,
+    )
 
 
 def _json_type(value: Any) -> str:

@@ -278,7 +278,9 @@ class QwenOmniModel(Model):
         _, talker = speech_generation_extras(
             self.family, prompt_length=prepared.prompt_tokens, text_ids=text_ids, stop_id=stop[0], settings=settings
         )
-        speaker = StreamingSpeaker(self.model, self.processor)
+        if getattr(self, "_speaker", None) is None:  # kept: its CUDA graphs are captured once
+            self._speaker = StreamingSpeaker(self.model, self.processor)
+        speaker = self._speaker
         speaker_id = self.model.config.talker_config.speaker_id[voice_name.lower()]
         with self._lock:
             yield from speaker.stream(
@@ -332,30 +334,46 @@ class QwenOmniModel(Model):
         """Text chunks as the Thinker produces them (generate() runs in a worker thread)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stopped = threading.Event()  # the consumer went away (Ctrl-C, a cancelled or closed run)
+
+        def post(item: tuple[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: nobody reads any more
+                stopped.set()
 
         def on_text(chunk: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ("text", chunk))
+            if stopped.is_set():  # raised inside generate(): it stops at this token
+                raise _StreamAbandoned("the caller stopped reading the stream")
+            post(("text", chunk))
 
         def worker() -> None:
             try:
                 result = self.generate(request, on_text=on_text)
             except BaseException as exc:  # handed to the consumer, re-raised there
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+                post(("error", exc))
             else:
-                loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
+                post(("done", result))
 
         thread = threading.Thread(target=worker, name="qwen-generate", daemon=True)
         thread.start()
-        while True:
-            kind, value = await queue.get()
-            if kind == "text":
-                yield ModelChunk(text=value)
-            elif kind == "error":
-                raise value
-            else:
-                audio = await self._maybe_speak(request, value)
-                yield ModelChunk(response=self._response(value, audio))
-                return
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    yield ModelChunk(text=value)
+                elif kind == "error":
+                    raise value
+                else:
+                    audio = await self._maybe_speak(request, value)
+                    yield ModelChunk(response=self._response(value, audio))
+                    return
+        finally:
+            # Left early: stop generate() at its next token and wait for it (bounded), so torch
+            # is not still running in a daemon thread while the interpreter exits (which printed
+            # a traceback or aborted the process on Ctrl-C).
+            stopped.set()
+            thread.join(_STOP_WAIT_S)
 
     async def aclose(self) -> None:
         """Drop the weights and free accelerator memory."""
@@ -369,6 +387,14 @@ class QwenOmniModel(Model):
                 torch.cuda.empty_cache()
         except ImportError:  # pragma: no cover
             pass
+
+
+_STOP_WAIT_S = 10.0
+"""Longest wait for an abandoned generate() to reach its next token (a prefill cannot be cut)."""
+
+
+class _StreamAbandoned(Exception):
+    """Raised from the streamer callback to end a generate() whose stream nobody reads."""
 
 
 def _as_bool(value: Any) -> bool:

@@ -17,9 +17,12 @@ whole Talker, then Code2Wav over every frame: the first sample arrives after eve
    gap-free and as long as a one-shot decode (``chunked_decode`` drops them at its 300-frame
    boundaries).
 
-The Talker and code-predictor steps run through the transformers modules (KV in a
-``DynamicCache``): launch-bound on a GPU. Capturing the frame step in a CUDA graph is the next
-step (docs/perf-gpu.md).
+Two engines run the frame loop, with the same maths: ``engine="modules"`` calls the
+transformers modules (KV in a ``DynamicCache``; launch-bound on a GPU: ~120 ms per 80 ms frame
+on an H200), ``engine="static"`` (default) runs the Talker step and the code predictor's 15
+inner steps from their weights over static KV caches (``layers.TextStack``), each captured once
+as a CUDA graph on a GPU: one replay for the Talker step, one for all 15 code-predictor steps
+(their sampling inside the graph: greedy, or top-k/top-p by Gumbel-max with graph-safe RNG).
 """
 
 from __future__ import annotations
@@ -45,10 +48,154 @@ class SpeechChunk:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class _StaticFrameEngine:
+    """The Talker decode step and the code predictor's inner loop over static KV caches."""
+
+    def __init__(self, talker: Any, *, max_tokens: int, groups: int, graphs: bool) -> None:
+        import torch
+
+        from .kv_cache import StaticKVCache
+        from .layers import TextStack
+        from .moe_kernels import triton_available
+
+        self.talker = talker
+        self.cp = talker.code_predictor
+        device = talker.codec_head.weight.device
+        dtype = talker.codec_head.weight.dtype
+        self.device = device
+        self.groups = groups
+        self.max_tokens = max_tokens
+        self.talker_stack = TextStack(talker.model, talker.codec_head)
+        self.cp_stack = TextStack(self.cp.model, None)
+        self.talker_stack.use_triton = self.cp_stack.use_triton = triton_available(device)
+
+        def cache(stack: Any, size: int) -> Any:
+            return StaticKVCache(
+                num_layers=len(stack.layers), num_kv_heads=stack.num_kv_heads, head_dim=stack.head_dim,
+                max_tokens=size, dtype=dtype, device=device,
+            )  # fmt: skip
+
+        self.talker_cache = cache(self.talker_stack, max_tokens)
+        self.cp_cache = cache(self.cp_stack, groups)
+        hidden = talker.codec_head.weight.shape[1]
+        self.embed_buf = torch.zeros((1, 1, hidden), dtype=dtype, device=device)
+        self.pos_buf = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self.slot_buf = torch.zeros((1,), dtype=torch.long, device=device)
+        self.slots = torch.arange(max_tokens, device=device)
+        self.past_hidden_buf = torch.zeros((1, 1, hidden), dtype=dtype, device=device)
+        self.code0_buf = torch.zeros((1, 1), dtype=torch.long, device=device)
+        self.cp_prefill_pos = torch.arange(2, device=device).view(1, 2)
+        self.cp_pos = [torch.tensor([[i]], device=device) for i in range(groups)]
+        self.cp_slot = [torch.tensor([i], device=device) for i in range(groups)]
+        self.cp_valid = [torch.arange(groups, device=device) <= i for i in range(groups)]
+        self.cp_sample = bool(self.cp.generation_config.do_sample)
+        self.graphs = bool(graphs and device.type == "cuda")
+        self._talker_graph: Any = None
+        self._cp_graph: Any = None
+
+    # one Talker step: embed_buf at slot_buf -> (normed hidden [1, 1, H], logits [1, 1, V])
+    def _talker_step(self) -> Any:
+        valid = self.slots <= self.slot_buf
+        return self.talker_stack.decode_step(
+            self.embed_buf, self.pos_buf, self.talker_cache, self.slot_buf, valid, self.max_tokens, return_hidden=True
+        )
+
+    def _cp_pick(self, scores: Any) -> Any:
+        """The code predictor's choice: greedy, or top-k 50 / top-p 0.8 sampling as Gumbel-max
+        (same distribution as multinomial; torch.rand is CUDA-graph safe)."""
+        import torch
+
+        if not self.cp_sample:
+            return scores.argmax(dim=-1, keepdim=True)
+        kth = torch.topk(scores, 50, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+        ordered, order = torch.sort(scores, descending=False, dim=-1)
+        drop = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= 1 - 0.8
+        drop[..., -1:] = False
+        scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+        noise = -torch.log(-torch.log(torch.rand_like(scores).clamp_(1e-10, 1.0)))
+        return (torch.log_softmax(scores, dim=-1) + noise).argmax(dim=-1, keepdim=True)
+
+    # the code predictor for one frame: (codes 1..15 [1, 15], summed codec embedding [1, 1, H])
+    def _cp_run(self) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        embeddings = self.cp.model.get_input_embeddings()
+        first = self.talker.get_input_embeddings()(self.code0_buf)
+        x = torch.cat((self.past_hidden_buf, first), dim=1)
+        h, _ = self.cp_stack.forward(x, self.cp_prefill_pos, self.cp_cache, 0, return_hidden=True)
+        hiddens = [first]
+        codes = []
+        for step in range(self.groups - 1):
+            if step > 0:
+                h, _ = self.cp_stack.decode_step(
+                    hiddens[-1], self.cp_pos[step + 1], self.cp_cache, self.cp_slot[step + 1],
+                    self.cp_valid[step + 1], self.groups, return_hidden=True,
+                )  # fmt: skip
+            scores = F.linear(h[:, -1], self.cp.lm_head[step].weight).float()
+            code = self._cp_pick(scores)
+            codes.append(code)
+            hiddens.append(embeddings[step](code))
+        return torch.cat(codes, dim=1), torch.cat(hiddens, dim=1).sum(1, keepdim=True)
+
+    def _capture(self, fn: Any) -> tuple[Any, Any]:
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+        return graph, out
+
+    def prefill(self, embeds: Any) -> tuple[Any, Any]:
+        import torch
+
+        n = embeds.shape[1]
+        positions = torch.arange(n, device=self.device).view(1, n)
+        hidden, logits = self.talker_stack.forward(embeds, positions, self.talker_cache, 0, return_hidden=True)
+        return hidden, logits[:, -1].float()
+
+    def code_predictor(self, past_hidden: Any, code0: Any) -> tuple[Any, Any]:
+        self.past_hidden_buf.copy_(past_hidden)
+        self.code0_buf.copy_(code0)
+        if not self.graphs:
+            return self._cp_run()
+        if self._cp_graph is None:
+            self._cp_graph = self._capture(self._cp_run)
+        graph, out = self._cp_graph
+        graph.replay()
+        return out
+
+    def step(self, embeds: Any, slot: int) -> tuple[Any, Any]:
+        """The Talker at ``slot`` (text-only turn: every M-RoPE axis = the slot) -> (hidden, scores)."""
+        self.embed_buf.copy_(embeds)
+        self.pos_buf.fill_(slot)
+        self.slot_buf.fill_(slot)
+        if not self.graphs:
+            hidden, logits = self._talker_step()
+        else:
+            if self._talker_graph is None:
+                keep = slot
+                self.slot_buf.fill_(self.max_tokens - 1)  # warm-up writes land on an unused slot
+                self._talker_graph = self._capture(self._talker_step)
+                self.slot_buf.fill_(keep)
+            graph, (hidden, logits) = self._talker_graph
+            graph.replay()
+        return hidden.clone(), logits[:, -1].float()
+
+
 class StreamingSpeaker:
     """Talker + Code2Wav of a Qwen3-Omni model, frame by frame, yielding audio chunks."""
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    def __init__(
+        self, model: Any, processor: Any, *, engine: str = "static", max_tokens: int = 2048, graphs: bool = True
+    ) -> None:
         if getattr(model, "talker", None) is None or getattr(model, "code2wav", None) is None:
             raise UserError("streaming speech needs a Qwen3-Omni model loaded with its Talker (enable_talker=True)")
         self.model = model
@@ -59,6 +206,17 @@ class StreamingSpeaker:
         self.device = self.talker.codec_head.weight.device
         self.last_codes: Any = None
         """[1, num_code_groups, frames] codec codes of the last stream (for checks and replays)."""
+        if engine not in ("static", "modules"):
+            raise UserError(f"engine must be 'static' or 'modules', not {engine!r}")
+        self.engine = engine
+        self._static: _StaticFrameEngine | None = None
+        self._static_args = {"max_tokens": max_tokens, "graphs": graphs}
+
+    def _frames_engine(self) -> _StaticFrameEngine:
+        if self._static is None:
+            groups = int(self.config.talker_config.num_code_groups)
+            self._static = _StaticFrameEngine(self.talker, groups=groups, **self._static_args)  # type: ignore[arg-type]
+        return self._static
 
     # -- Talker inputs (transformers' generate() glue, for one text-only turn) --------------------
     def talker_inputs(self, input_ids: Any, sequences: Any, speaker_id: int, stop_ids: Sequence[int]) -> dict[str, Any]:
@@ -213,10 +371,21 @@ class StreamingSpeaker:
                 do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                 repetition_penalty=repetition_penalty, min_new_tokens=max(min_frames, 2),
             )  # fmt: skip
-            cache = DynamicCache(config=self.talker.config)
-            out = self.talker.model(inputs_embeds=parts["embeds"], past_key_values=cache, use_cache=True)
-            past_hidden = out.last_hidden_state[:, -1:]
-            scores = self.talker.codec_head(past_hidden)[:, -1].float()
+            static = self._frames_engine() if self.engine == "static" else None
+            slot = parts["embeds"].shape[1]
+            if static is not None:
+                if slot + max_frames + 1 > static.max_tokens:
+                    raise UserError(
+                        f"this message needs {slot + max_frames + 1} Talker KV slots; the streaming engine has "
+                        f"{static.max_tokens} (StreamingSpeaker(max_tokens=...))"
+                    )
+                hidden, scores = static.prefill(parts["embeds"])
+                past_hidden = hidden[:, -1:]
+            else:
+                cache = DynamicCache(config=self.talker.config)
+                out = self.talker.model(inputs_embeds=parts["embeds"], past_key_values=cache, use_cache=True)
+                past_hidden = out.last_hidden_state[:, -1:]
+                scores = self.talker.codec_head(past_hidden)[:, -1].float()
             generated = torch.zeros((1, 0), dtype=torch.long, device=self.device)
             frames: list[Any] = []
             decoded = 0
@@ -231,12 +400,18 @@ class StreamingSpeaker:
                 generated = torch.cat((generated, code0), dim=1)
                 if int(code0) == eos_code:
                     break
-                frame_codes, summed = self._code_predictor(past_hidden, code0, generator)
-                frames.append(frame_codes)
                 text = trailing[:, step : step + 1] if step < trailing.shape[1] else parts["pad"]
-                out = self.talker.model(inputs_embeds=summed + text, past_key_values=cache, use_cache=True)
-                past_hidden = out.last_hidden_state[:, -1:]
-                scores = self.talker.codec_head(past_hidden)[:, -1].float()
+                if static is not None:
+                    residual, summed = static.code_predictor(past_hidden, code0)
+                    frames.append(torch.cat((code0, residual), dim=1))
+                    past_hidden, scores = static.step(summed + text, slot)
+                    slot += 1
+                else:
+                    frame_codes, summed = self._code_predictor(past_hidden, code0, generator)
+                    frames.append(frame_codes)
+                    out = self.talker.model(inputs_embeds=summed + text, past_key_values=cache, use_cache=True)
+                    past_hidden = out.last_hidden_state[:, -1:]
+                    scores = self.talker.codec_head(past_hidden)[:, -1].float()
                 if len(frames) - decoded >= chunk_frames:
                     yield self._decode(frames, decoded, left_context, upsample, t0)
                     decoded = len(frames)
