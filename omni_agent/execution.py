@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,9 +37,26 @@ __all__ = [
     "ContextFactory",
     "DaemonThreadExecutor",
     "Emit",
+    "MAX_RESULT_CHARS",
+    "cap_output",
     "error_result",
     "execute_calls",
 ]
+
+MAX_RESULT_CHARS = 100_000
+"""Longest tool result text the model gets (~25k tokens); longer text keeps its head and tail."""
+
+
+def cap_output(output: ToolOutput, limit: int = MAX_RESULT_CHARS) -> ToolOutput:
+    """Cut the middle out of a huge result (a tool printing a whole log) so one call cannot
+    overflow the model's context and end the run; ``data`` keeps the full value for programs."""
+    text = output.text
+    if len(text) <= limit:
+        return output
+    head, tail = text[: limit * 3 // 4], text[-(limit // 4) :]
+    cut = len(text) - len(head) - len(tail)
+    return dataclasses.replace(output, text=f"{head}\n[... {cut} characters cut ...]\n{tail}")
+
 
 Emit = Callable[[ev.AgentEvent], Awaitable[None]]
 """Publishes one event (the loop's version stamps the run id first)."""
@@ -203,6 +221,7 @@ class _Runner:
                 output = await self._invoke(call, tool, context)
             else:
                 output = ToolOutput.error(f"denied: {call.name} needs confirmation ({reason}) and the user did not approve")
+        output = cap_output(output)
         result = ToolResult(call_id=call.id, name=call.name, content=output.parts(), is_error=output.is_error)
         await self.emit(ev.ToolFinished(step=self.step, call=call, result=result, seconds=time.monotonic() - t))
         return CallOutcome(checked=checked, result=result, output=output)

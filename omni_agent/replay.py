@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from .exceptions import ToolExecutionError
+from .execution import cap_output
 from .messages import ImagePart, TextPart
 from .observers import Observer
 from .registry import ToolRegistry
@@ -182,7 +183,7 @@ async def _replay_call(
     context = ToolContext(
         workspace=workspace, run_id=f"replay-{traj.meta.run_id}", step=record.step, call_id=call_id, state=state
     )
-    output = await _invoke(tool, arguments, context)
+    output = cap_output(await _invoke(tool, arguments, context))  # as the recorded run stored it
     entry.replayed_text, entry.replayed_error = output.text, output.is_error
     if output.is_error != recorded.is_error:
         entry.differences.append(

@@ -119,3 +119,26 @@ def test_image_difference_tolerates_noise() -> None:
     assert image_difference(a, b) == 0.01
     assert image_difference(a, c) == 0.0
     assert image_difference(a, solid_image(1, size=(5, 5))) == 1.0
+
+
+def test_a_huge_result_is_cut_for_the_model_and_replays_as_recorded(trajectory_parent: Path, single_run_dir) -> None:
+    from omni_agent.execution import MAX_RESULT_CHARS
+    from omni_agent.messages import ToolMessage
+
+    @tool
+    def dump_log() -> ToolOutput:
+        """Prints a whole (huge) log."""
+        return ToolOutput(text="START " + "x" * 3_000_000 + " END", data={"lines": 1})
+
+    seen: list[str] = []
+
+    def check(request):  # noqa: ANN001, ANN202
+        seen.extend(m.result.text for m in request.messages if isinstance(m, ToolMessage))
+        return "done"
+
+    Agent(ScriptedModel([tool_call("dump_log"), check]), [dump_log], trajectory_dir=trajectory_parent).run("x")
+    (text,) = seen
+    assert len(text) <= MAX_RESULT_CHARS + 100
+    assert text.startswith("START ") and text.endswith(" END") and "characters cut" in text
+    report = replay(single_run_dir(), [dump_log])
+    assert report.ok, report.summary()

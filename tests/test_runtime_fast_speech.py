@@ -52,10 +52,10 @@ def test_streamed_talker_gives_the_plain_paths_codes_and_a_gapless_stream(tiny_q
     chunks = list(
         speaker.stream(
             prepared.inputs["input_ids"], text_ids, speaker_id=2302, stop_ids=stop, max_frames=FRAMES,
-            min_frames=FRAMES, do_sample=False, repetition_penalty=1.05, chunk_frames=3,
+            min_frames=FRAMES, do_sample=False, repetition_penalty=1.05, chunk_frames=2, max_chunk_frames=4,
         )
     )  # fmt: skip
-    assert [c.frames for c in chunks] == [3, 3, 3, 1]
+    assert [c.frames for c in chunks] == [2, 4, 4]  # the first chunk small, then doubling up to 4
     assert all(a.seconds_since_start <= b.seconds_since_start for a, b in zip(chunks, chunks[1:]))
     codes = speaker.last_codes
     code2wav = tiny_qwen3_omni.model.code2wav

@@ -198,7 +198,42 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.equal(codes["static"][..., f], codes["modules"][..., f]):
             break
         agree += 1
+    # Logits of the static engine (our layers; CUDA graph for the decode step) vs the modules on
+    # the same inputs: the Talker prefill, one Talker decode step, the code predictor's first step.
+    from transformers import DynamicCache
+
+    from omni_agent.runtime.fast.streaming_speech import _StaticFrameEngine
+
+    def rel(a, b) -> float:
+        return float((a.float() - b.float()).norm() / b.float().norm())
+
+    with torch.inference_mode():
+        spk = StreamingSpeaker(model, processor)
+        forced = torch.tensor([list(text_ids) + [stop[0]]], device=device)
+        ids = prepared.inputs["input_ids"].to(device)
+        parts = spk.talker_inputs(ids, torch.cat((ids, forced), dim=1), config.talker_config.speaker_id["ethan"], stop)
+        engine = _StaticFrameEngine(model.talker, max_tokens=2048, groups=int(config.talker_config.num_code_groups), graphs=True)
+        hidden, scores = engine.prefill(parts["embeds"])
+        cache = DynamicCache(config=model.talker.config)
+        out = model.talker.model(inputs_embeds=parts["embeds"], past_key_values=cache, use_cache=True)
+        ref_scores = model.talker.codec_head(out.last_hidden_state[:, -1]).float()
+        step_in = model.talker.get_input_embeddings()(torch.tensor([[7]], device=device)) + parts["trailing"][:, :1]
+        _, step_scores = engine.step(step_in, parts["embeds"].shape[1])
+        out2 = model.talker.model(inputs_embeds=step_in, past_key_values=cache, use_cache=True)
+        ref_step = model.talker.codec_head(out2.last_hidden_state[:, -1]).float()
+        code0 = torch.tensor([[7]], device=device)
+        engine.code_predictor(out.last_hidden_state[:, -1:], code0)
+        cp = model.talker.code_predictor
+        x = torch.cat((out.last_hidden_state[:, -1:], model.talker.get_input_embeddings()(code0)), dim=1)
+        ref_cp = cp.lm_head[0](cp.model(inputs_embeds=x).last_hidden_state[:, -1]).float()
+        h, _ = engine.cp_stack.forward(x, engine.cp_prefill_pos, engine.cp_cache, 0, return_hidden=True)
+        got_cp = torch.nn.functional.linear(h[:, -1], cp.lm_head[0].weight).float()
+    static_checks = {
+        "talker_prefill_rel_err": rel(scores, ref_scores), "talker_graph_step_rel_err": rel(step_scores, ref_step),
+        "code_predictor_rel_err": rel(got_cp, ref_cp),
+    }  # fmt: skip
     report["check"] = {
+        **static_checks,
         "modules_engine_same_waveform_as_generate": same, "rel_err": err,
         "static_engine_frames_equal_to_modules_engine": f"{agree}/{codes['static'].shape[-1]} (greedy, bf16)",
     }  # fmt: skip

@@ -348,15 +348,18 @@ class StreamingSpeaker:
         repetition_penalty: float = 1.05,
         seed: int | None = None,
         chunk_frames: int = 4,
+        max_chunk_frames: int = 16,
         left_context: int = 25,
     ) -> Iterator[SpeechChunk]:
-        """Yield audio chunks of ``chunk_frames`` codec frames (the last one shorter) for the
-        forced turn ``input_ids`` (the speech prompt) + ``text_ids`` + the stop token."""
+        """Yield audio chunks for the forced turn ``input_ids`` (the speech prompt) + ``text_ids``
+        + the stop token. The first chunk has ``chunk_frames`` codec frames (first-audio latency);
+        later ones double up to ``max_chunk_frames``: each decode re-reads ``left_context`` frames,
+        so longer chunks once playback is ahead cost less Code2Wav time per frame."""
         import torch
         from transformers import DynamicCache
 
-        if chunk_frames < 1:
-            raise UserError("chunk_frames must be >= 1")
+        if chunk_frames < 1 or max_chunk_frames < 1:
+            raise UserError("chunk_frames and max_chunk_frames must be >= 1")
         t0 = time.perf_counter()
         generator = torch.Generator(device=self.device)
         generator.manual_seed(int(seed)) if seed is not None else generator.seed()
@@ -389,6 +392,7 @@ class StreamingSpeaker:
             generated = torch.zeros((1, 0), dtype=torch.long, device=self.device)
             frames: list[Any] = []
             decoded = 0
+            want = chunk_frames
             self._emitted = 0
             upsample = int(self.code2wav.total_upsample)
             trailing = parts["trailing"]
@@ -412,9 +416,10 @@ class StreamingSpeaker:
                     out = self.talker.model(inputs_embeds=summed + text, past_key_values=cache, use_cache=True)
                     past_hidden = out.last_hidden_state[:, -1:]
                     scores = self.talker.codec_head(past_hidden)[:, -1].float()
-                if len(frames) - decoded >= chunk_frames:
+                if len(frames) - decoded >= want:
                     yield self._decode(frames, decoded, left_context, upsample, t0)
                     decoded = len(frames)
+                    want = min(want * 2, max(max_chunk_frames, chunk_frames))
             if not frames:
                 raise ModelError("the Talker produced no audio frames")
             self.last_codes = torch.stack(frames, dim=-1)
