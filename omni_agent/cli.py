@@ -163,11 +163,15 @@ def run_cmd(
     sandbox: Optional[str] = typer.Option(
         None, "--sandbox", help="Shell sandbox: none | bubblewrap (read-only system, no network, only the workspace writable)."
     ),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Tokens the model may write per step."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (where the backend supports it)."),
 ) -> None:
     """Run an agent on one instruction with a live step display."""
     from .display import LiveDisplay
     from .loop import Agent, StopReason
     from .messages import AudioPart, ImagePart
+    from .models.base import GenerationSettings
     from .models.spec import load_model
     from .policy import allow_all, console_approver, deny_all
     from .toolsets import split_toolset_names
@@ -194,6 +198,7 @@ def run_cmd(
         trajectory_dir=traj,
         workspace=workspace,
         system_prompt=system,
+        settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
         metadata={"toolsets": split_toolset_names(tools), "workspace": str(workspace.resolve())},
     )
     agent = Agent(the_model, loaded.tools, observers=loaded.observers, **agent_kwargs)

@@ -255,3 +255,25 @@ def test_live_display_shows_text_then_calls_then_named_results(tmp_path: Path) -
     order = [shown.index(s) for s in ("Adding now.", '→ add {"a": 2, "b": 40}', '→ add {"a": "x"}', "✗ add invalid:", "✓ add: 42")]
     assert order == sorted(order), shown
     assert "missing required argument" in shown and "It is 42." in shown
+
+
+@pytest.mark.slow
+def test_run_on_a_local_qwen_omni_checkpoint(tmp_path: Path, tiny_qwen3_omni_dir: Path, spoken_command_wav: Path) -> None:
+    """The whole CLI path a user with a downloaded checkpoint takes: spec -> loader -> prompt with a
+    screenshot and a spoken command -> generation -> parser -> trajectory (tiny random weights, so the
+    text is noise; --max-new-tokens bounds it)."""
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    Image.new("RGB", (320, 200), (30, 120, 200)).save(shot)
+    proc = cli("run", "What is on the screen?", "--model", f"qwen-omni:{tiny_qwen3_omni_dir}?device_map=cpu&dtype=float32",
+               "--tools", "files", "-w", str(tmp_path / "ws"), "--image", str(shot), "--audio", str(spoken_command_wav),
+               "--trajectory", str(tmp_path / "runs"), "--max-new-tokens", "6", "--max-steps", "1", "--json")
+    assert proc.returncode in (0, 3), proc.stderr  # 3: the random model may not have answered in one step
+    assert "Traceback" not in proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["steps"] == 1
+    record = json.loads((Path(result["trajectory_dir"]) / "steps.jsonl").read_text().splitlines()[-1])
+    assert 1 <= record["usage"]["completion_tokens"] <= 6 and record["usage"]["prompt_tokens"] > 50
+    kinds = json.dumps(record)
+    assert '"kind": "image"' in kinds and '"kind": "audio"' in kinds
