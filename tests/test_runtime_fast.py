@@ -170,6 +170,22 @@ def test_preprocessing_cache_gives_the_processors_own_output(tiny_qwen3_omni):
     assert tensor is again["pixel_values"] and keys[0] == keys[2] != keys[1]
     spans = fast.fast.plan(again).spans
     assert [s.key for s in spans] == keys
+    # A new object with other pixels (same size) gets its own key: nothing is matched by size.
+    other = ModelRequest(messages=[UserMessage([TextPart(text="look")] + [ImagePart.from_pil(screenshot(4)) for _ in range(1)])])
+    fast.prepare(other)
+    assert wrapper.last_keys[0][0] not in keys
+    # The buffer grows append-only: a longer list that extends the last one reuses its rows.
+    longer = ModelRequest(messages=[UserMessage([TextPart(text="look")] + [ImagePart.from_pil(im) for im in images + [screenshot(6)]])])
+    rows = fast.prepare(longer).inputs["pixel_values"]
+    assert torch.equal(rows[: again["pixel_values"].shape[0]], again["pixel_values"])
+    # The same object edited in place is hashed again (the sampled-pixel guard), not reused.
+    edited = screenshot(8)
+    request = ModelRequest(messages=[UserMessage([TextPart(text="look"), ImagePart.from_pil(edited)])])
+    fast.prepare(request)
+    before = wrapper.last_keys[0][0]
+    ImageDraw.Draw(edited).rectangle((0, 0, 127, 95), fill=(0, 0, 0))
+    fast.prepare(request)
+    assert wrapper.last_keys[0][0] != before
 
 
 def test_image_embeddings_are_cached_by_content(tiny_qwen3_omni):

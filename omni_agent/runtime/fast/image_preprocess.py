@@ -12,12 +12,20 @@ at every step. Like the transcript, the image list is append-only between evicti
 live in one growing buffer: a call whose images extend the previous ones copies only the new
 rows and returns a view. Rows already handed out are never overwritten (a diverging list gets a
 fresh buffer).
+
+Hashing every screenshot of the context at every step (``tobytes`` + sha1, ~2-3 ms each) is
+most of what is left of preprocessing, and the transcript hands the same PIL objects again
+(``ImagePart`` keeps its image). So an image object already hashed is recognised by identity
+(a weak reference, so a new object at a recycled address is never confused with it), checked
+against 64 sampled pixels. Images are treated as immutable once sent: edit a copy, not the
+object in the transcript.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -45,6 +53,7 @@ class CachingImageProcessor:
         self._buffer: Any = None  # rows of the images in ``_buffer_keys``, in order
         self._buffer_keys: list[str] = []
         self._buffer_rows: list[int] = []
+        self._by_identity: dict[int, tuple[Any, tuple[Any, ...], str]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -69,7 +78,7 @@ class CachingImageProcessor:
         grids: list[Any] = []
         keys: list[str] = []
         for image in flat:
-            key = image_key(image, kwargs)
+            key = self._key(image, kwargs)
             item = self._cache.get(key)
             if item is None:
                 self.misses += 1
@@ -91,6 +100,21 @@ class CachingImageProcessor:
         self._local.last = (keys, result["pixel_values"])
         return result
 
+
+    def _key(self, image: Any, kwargs: dict[str, Any]) -> str:
+        opts = repr(sorted((k, repr(v)) for k, v in kwargs.items() if k != "return_tensors"))
+        entry = self._by_identity.get(id(image))
+        if entry is not None and entry[0]() is image and entry[1] == _probe(image) and entry[2].endswith(opts):
+            return entry[2]
+        key = image_key(image, kwargs) + opts
+        try:
+            ref = weakref.ref(image)
+        except TypeError:  # pragma: no cover - PIL images support weak references
+            return key
+        if len(self._by_identity) > 4 * self._capacity:
+            self._by_identity = {k: v for k, v in self._by_identity.items() if v[0]() is not None}
+        self._by_identity[id(image)] = (ref, _probe(image), key)
+        return key
 
     def _assemble(self, keys: list[str], pixels: list[Any]) -> Any:
         """Rows of ``pixels`` (one tensor per image) as one tensor, copying as little as possible."""
@@ -116,6 +140,12 @@ class CachingImageProcessor:
         self._buffer_keys = list(keys)
         self._buffer_rows = self._buffer_rows[: len(have)] + [p.shape[0] for p in new]
         return self._buffer[:need]
+
+
+def _probe(image: Any) -> tuple[Any, ...]:
+    """64 pixels on a fixed grid: a cheap guard against an image edited in place."""
+    w, h = image.size
+    return (image.mode, image.size) + tuple(image.getpixel(((7 + 61 * i) % w, (3 + 37 * i) % h)) for i in range(64))
 
 
 def install_image_cache(processor: Any, *, capacity: int = 64, dtype: Any = None) -> CachingImageProcessor:
