@@ -156,7 +156,7 @@ def test_a_changed_screenshot_of_the_same_size_is_not_reused(tiny_qwen3_omni):
 
 
 def test_preprocessing_cache_gives_the_processors_own_output(tiny_qwen3_omni):
-    fast = fast_twin(tiny_qwen3_omni)
+    fast = fast_twin(tiny_qwen3_omni, incremental_prompt=False)  # the processor calls the cache
     images = [screenshot(1), screenshot(2, (160, 64)), screenshot(1)]
     request = ModelRequest(messages=[UserMessage([TextPart(text="look")] + [ImagePart.from_pil(im) for im in images])])
     plain = tiny_qwen3_omni.prepare(request).inputs
@@ -251,3 +251,63 @@ def test_cuda_graph_decode_matches_eager_decode(tiny_qwen3_omni_dir):
     request = first_request(8)
     assert gpu.generate(request).token_ids == eager.generate(request).token_ids
     assert gpu.fast.stats.graphs_captured >= 1
+
+
+def test_incremental_prompt_equals_full_processing_at_every_step(tiny_qwen3_omni):
+    """Each step's prompt, tokenised incrementally (only the appended turns), equals the plain
+    processor's full tokenisation: ids, mask, pixel rows, grids, text; image spans as a scan finds them."""
+    fast = fast_twin(tiny_qwen3_omni)
+    builder = fast.fast.prompts
+    engine = fast.fast
+    messages = list(first_request().messages)
+    odd = screenshot(9, (100, 70))  # off the model's grid: resized to a new object every step
+    for step in range(6):
+        if step == 2:
+            messages.append(UserMessage([TextPart(text="Also this <|im_start|> text"), ImagePart.from_pil(odd)]))
+        if step == 4:  # an old screenshot evicted from the context: the prompt changes mid-way
+            messages[1] = UserMessage([TextPart(text="Click OK."), TextPart(text="[screenshot removed]")])
+        request = ModelRequest(messages=messages, tools=TOOLS)
+        before = builder.tokenised_chunks
+        got = fast.prepare(request)
+        new_chunks = builder.tokenised_chunks - before
+        want = tiny_qwen3_omni.prepare(request)
+        assert got.text == want.text and got.image_sizes == want.image_sizes
+        assert list(got.inputs.keys()) == list(want.inputs.keys())
+        for key in want.inputs:
+            assert torch.equal(got.inputs[key], want.inputs[key]), (step, key)
+        layout = builder.layout_for(got.inputs)
+        assert layout is not None and layout.ids == want.inputs["input_ids"][0].tolist()
+        scanned = find_image_spans(
+            layout.ids, got.inputs["pixel_values"], got.inputs["image_grid_thw"], image_token_id=engine.image_token_id, merge=engine.merge
+        )
+        assert [(s.start, s.end, s.grid, s.rows) for s in layout.spans] == [(s.start, s.end, s.grid, s.rows) for s in scanned]
+        assert engine.plan(got.inputs).spans == layout.spans
+        if step in (1, 3, 5):  # a plain append: only the new turns (assistant, tool, generation prompt)
+            assert new_chunks <= 3, (step, new_chunks)
+        if step == 4:  # the edit is in the first user turn: everything after it is tokenised again
+            assert new_chunks >= 5
+        call = ToolCall(id=f"call_{step}", name="click", arguments={"x": step})
+        messages += [
+            AssistantMessage(content=[TextPart(text=f"Step {step}.")], tool_calls=[call]),
+            ToolMessage(result=ToolResult(call_id=call.id, name="click", content=[TextPart(text="ok"), ImagePart.from_pil(screenshot(step + 1))])),
+        ]
+    # Same content in a new object is matched by content key, not re-tokenised.
+    again = [m for m in messages]
+    again[-1] = ToolMessage(result=ToolResult(call_id="call_5", name="click", content=[TextPart(text="ok"), ImagePart.from_pil(screenshot(6))]))
+    fast.prepare(ModelRequest(messages=messages, tools=TOOLS))
+    before = builder.tokenised_chunks
+    got = fast.prepare(ModelRequest(messages=again, tools=TOOLS))
+    assert builder.tokenised_chunks == before  # nothing tokenised: the same prompt
+    assert torch.equal(got.inputs["input_ids"], tiny_qwen3_omni.prepare(ModelRequest(messages=again, tools=TOOLS)).inputs["input_ids"])
+    assert builder.full_builds == 0
+
+
+def test_common_prefix_by_blocks_equals_the_item_by_item_scan():
+    from omni_agent.runtime.fast.prefix_cache import common_prefix
+
+    base = [i % 97 for i in range(3000)]
+    for cut in (0, 1, 511, 512, 513, 1500, 2999):
+        other = base[:cut] + [-1] + base[cut + 1 :]
+        assert common_prefix(base, other, 3000, block=512) == cut
+        assert common_prefix(base, other, cut // 2, block=64) == cut // 2  # never past the limit
+    assert common_prefix(base, list(base), 2999) == 2999

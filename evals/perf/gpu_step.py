@@ -359,6 +359,11 @@ def main(argv: list[str] | None = None) -> int:
             tokens[label] = result.token_ids
             if label == "fast":
                 last_inputs = prepared.inputs
+                if engine.prompts is not None:  # incremental preprocessing: where its time went
+                    row[label]["preprocess_parts_ms"] = {
+                        k: (v * 1000 if k in ("render", "images", "tokenise", "assemble") else v)
+                        for k, v in engine.prompts.last_timings.items()
+                    }
         if "plain" in tokens:
             agree = 0
             for x, y in zip(tokens["plain"], tokens["fast"]):
@@ -439,6 +444,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['step']:4d} {r['prompt']:6d} | {ptxt} | {f['preprocess_ms']:7.0f} {f['vision_ms']:6.0f} {f['prefill_ms']:7.0f}"
             f"({f['prefilled_tokens']:5d}) {f['decode_ms_per_token']:8.2f} ms {f['step_ms']:6.0f} | {r.get('greedy_agree', '-')}"
         )
+    print("")
+    print("fast preprocessing by part (ms): render = messages + chat template over the whole transcript; images = new")
+    print("screenshots through the per-image cache; tokenise = the new chunks only; assemble = tensors + spans; chunks reused/new")
+    for r in rows:
+        parts = r["fast"].get("preprocess_parts_ms")
+        if parts:
+            print(
+                f"{r['step']:4d}  render {parts['render']:5.1f}  images {parts['images']:5.1f}  tokenise {parts['tokenise']:5.1f}  "
+                f"assemble {parts['assemble']:5.1f}  plan {r['fast']['plan_ms']:4.1f}  chunks {parts['reused_chunks']:.0f}/{parts['new_chunks']:.0f}"
+            )
     print("")
     plain_dec, fast_dec = med("plain", "decode_ms_per_token"), med("fast", "decode_ms_per_token")
     print(f"decode      plain {plain_dec:.1f} ms/token, fast {fast_dec:.2f} ms/token (median over steps): {plain_dec / fast_dec:.1f}x")

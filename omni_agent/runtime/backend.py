@@ -147,6 +147,16 @@ class QwenOmniModel(Model):
     # -- prompt ----------------------------------------------------------------------------------
     def prepare(self, request: ModelRequest, *, assistant_prefix: str = "") -> PreparedPrompt:
         """Render the request and run the processor (no generation)."""
+        prompts = self.fast.prompts if self.fast is not None else None
+        if prompts is not None:  # fast path: the same tensors, only the appended turns tokenised
+            return prompts.build(
+                request.messages,
+                tools=request.tools,
+                family=self.family,
+                image_spec=self.image_spec,
+                template_renders_tools=self.template_renders_tools,
+                assistant_prefix=assistant_prefix,
+            )
         return build_prompt(
             self.processor,
             request.messages,

@@ -6,6 +6,7 @@ CUDA graphs of compiled per-layer functions. See docs/perf-gpu.md for the measur
 Importing this package is light (torch loads when a model does).
 """
 
+from .incremental_prompt import IncrementalPromptBuilder, PromptLayout
 from .options import FastOptions
 from .prefix_cache import ImageEmbeddingCache, ImageSpan, PrefixState, find_image_spans
 from .run import fast_unsupported, make_fast_thinker, run_fast_generate
@@ -17,7 +18,9 @@ __all__ = [
     "FastThinker",
     "ImageEmbeddingCache",
     "ImageSpan",
+    "IncrementalPromptBuilder",
     "PrefixState",
+    "PromptLayout",
     "fast_unsupported",
     "find_image_spans",
     "make_fast_thinker",

@@ -26,6 +26,10 @@ class FastOptions(BaseModel):
     """Keep the KV cache between calls and prefill only what is new (the transcript is append-only)."""
     image_cache_entries: int = Field(32, ge=0)
     """Vision-encoder outputs kept by image hash (0: re-encode every image every step)."""
+    incremental_prompt: bool = True
+    """Prepare each step's prompt incrementally: keep the last step's token ids, pixel rows and
+    image spans for the unchanged turns and tokenise only the appended ones (same tensors as the
+    processor; needs the image cache, ``image_cache_entries > 0``)."""
     cuda_graphs: bool = True
     """Capture one decode step in a CUDA graph (CUDA only): one launch per token instead of thousands."""
     compile: bool = True

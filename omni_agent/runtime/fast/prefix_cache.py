@@ -99,10 +99,7 @@ class PrefixState:
         """How many leading tokens of ``new_ids`` already sit in the cache (always < len(new_ids):
         the last prompt token is recomputed so its logits exist)."""
         limit = min(len(self.token_ids), len(new_ids) - 1)
-        k = 0
-        cached = self.token_ids
-        while k < limit and cached[k] == new_ids[k]:
-            k += 1
+        k = common_prefix(self.token_ids, new_ids, limit)
         by_start = {span.start: span for span in new_images}
         for span in self.images:
             if span.start >= k:
@@ -133,6 +130,20 @@ class PrefixState:
             self.token_ids.append(int(token))
             self.position_cummax.append(running)
         self.images.extend(images)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int], limit: int, *, block: int = 512) -> int:
+    """Length of the common prefix of ``a`` and ``b`` (at most ``limit``): whole blocks are compared
+    as list slices (C speed), only the block with the first difference item by item. A Python loop
+    over an 11k-token history costs ~0.5 ms per step; this ~20 us."""
+    k = 0
+    a = a if isinstance(a, list) else list(a)
+    b = b if isinstance(b, list) else list(b)
+    while k + block <= limit and a[k : k + block] == b[k : k + block]:
+        k += block
+    while k < limit and a[k] == b[k]:
+        k += 1
+    return k
 
 
 class ImageEmbeddingCache:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from ...exceptions import ModelError, UserError
 from ...models.base import GenerationSettings
+from .incremental_prompt import IncrementalPromptBuilder
 from .kv_cache import StaticKVCache
 from .layers import TextStack
 from .options import FastOptions
@@ -85,6 +86,11 @@ class FastThinker:
             self.preprocess_cache = install_image_cache(
                 processor, capacity=self.options.image_cache_entries, dtype=visual_dtype
             )
+        self.prompts: IncrementalPromptBuilder | None = None
+        if self.preprocess_cache is not None and self.options.incremental_prompt:
+            self.prompts = IncrementalPromptBuilder(
+                processor, image_cache=self.preprocess_cache, image_token_id=self.image_token_id
+            )
         self.cache: StaticKVCache | None = None
         self._graphs: dict[int, tuple[Any, Any]] = {}
         self._pool: Any = None
@@ -124,7 +130,11 @@ class FastThinker:
 
     # -- prefill -------------------------------------------------------------------------------
     def plan(self, inputs: Any) -> StepPlan:
-        ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+        layout = self.prompts.layout_for(inputs) if self.prompts is not None else None
+        if layout is not None:  # prepared incrementally: ids and image spans already known
+            reuse = self.state.reusable(layout.ids, layout.spans) if self.options.prefix_reuse else 0
+            return StepPlan(ids=layout.ids, spans=layout.spans, reuse=reuse)
+        ids = inputs["input_ids"][0].tolist()
         keys = None
         last = self.preprocess_cache.last_keys if self.preprocess_cache is not None else None
         if last is not None and last[1] is inputs.get("pixel_values"):
