@@ -75,3 +75,24 @@ def test_bfcl_entries_as_runner_tasks() -> None:
     assert len(tasks) == 4
     assert tasks[0].functions and tasks[0].checks[0].type == "tool_calls" and tasks[0].reference[0].calls
     assert tasks[-1].checks[0].expected == []
+
+
+def test_score_model_end_to_end_over_http(openai_server) -> None:
+    """A real backend (OpenAI protocol over HTTP): native calls, Qwen text calls, and a broken
+    reply, which counts as that entry failed at "model" instead of ending the scoring."""
+    from omni_agent.eval.bfcl import score_model
+    from omni_agent.models.spec import load_model
+
+    native = [{"id": "c1", "type": "function", "function": {"name": "calculate_triangle_area", "arguments": '{"base": 10, "height": 5}'}}]
+    openai_server.reply_chat(None, tool_calls=native)  # simple_python_0: right
+    openai_server.reply_chat('<tool_call>\n{"name": "math.factorial", "arguments": {"number": 6}}\n</tool_call>')  # _1: wrong value
+    openai_server.reply_raw("{not json")  # _2: a broken reply
+    openai_server.reply_chat("None of these functions can do that.")  # irrelevance_0: right (no call)
+    model = load_model(f"openai:{openai_server.base_url}#m?max_retries=0")
+    scores = score_model(model, ["simple_python"], limit=3) | score_model(model, ["irrelevance"], limit=1)
+    assert scores["simple_python"] == {"entries": 3, "correct": 1, "accuracy": 0.3333,
+                                       "failed_at": {"model": 1, "parse": 0, "validate": 0, "match": 1}}  # fmt: skip
+    assert scores["irrelevance"]["correct"] == 1
+    sent = openai_server.chat_requests()[0].json
+    assert [t["function"]["name"] for t in sent["tools"]] == ["calculate_triangle_area"]
+    assert sent["tools"][0]["function"]["parameters"]["properties"]["base"]["type"] == "integer"

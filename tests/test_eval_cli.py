@@ -45,3 +45,33 @@ def test_errors_are_one_clear_line(write_suite, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not a run directory" in res.output
     res = CliRunner().invoke(_app(), ["eval", str(tmp_path / "missing"), "--model", "reference"])
     assert res.exit_code == 2 and "suite not found" in res.output
+
+
+def test_a_model_that_cannot_work_fails_before_any_episode(write_suite, tmp_path: Path) -> None:
+    suite = write_suite({"a.yaml": shell_task("a")})
+    (suite / "no-ref.yaml").write_text("id: no-ref\ninstruction: hi\nchecks:\n  - type: answer\n    equals: x\n")
+    cases = {
+        "scripted:missing.yaml": "scripted model file not found",
+        "bogus": "has no scheme",
+        "qwen-omni:/no/such/checkpoint": "checkpoint not found",
+        "reference": f"{suite / 'no-ref.yaml'}:1: reference: task 'no-ref' has no reference solution",
+    }
+    for i, (spec, message) in enumerate(cases.items()):
+        run = tmp_path / f"run{i}"
+        res = CliRunner().invoke(_app(), ["eval", str(suite), "--model", spec, "--out", str(run), "--no-progress"])
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, (spec, res.output)
+        assert not (run / "results.jsonl").exists()  # nothing ran
+    res = CliRunner().invoke(_app(), ["eval", "validate", str(suite), "--model", "reference"])
+    assert res.exit_code == 2 and "no-ref.yaml:1: reference:" in res.output
+    res = CliRunner().invoke(_app(), ["eval", "validate", str(suite)])
+    assert res.exit_code == 0 and "without a reference solution: no-ref" in res.output
+    res = CliRunner().invoke(_app(), ["eval", str(suite), "--model", "reference", "--only", "nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "matches --only nope" in res.output
+    # a scripted policy that answers wrongly: a correct 0% report, labelled scripted everywhere
+    (tmp_path / "wrong.yaml").write_text('- "no idea"\n')
+    run = tmp_path / "scripted-run"
+    res = CliRunner().invoke(_app(), ["eval", str(suite), "--model", f"scripted:{tmp_path / 'wrong.yaml'}", "--only", "a",
+                                      "--out", str(run), "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0 and "0/1 passed (0.0%)" in res.output and "scripted policy, not a model" in res.output
+    (result,) = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert result["status"] == "failed" and result["answer"] == "no idea" and result["scripted"]

@@ -30,7 +30,9 @@ def test_rewards_wrong_action_and_timeout(tmp_path: Path) -> None:
     slow = miniwob_task(
         "click-test", seconds=4, reference=[{"calls": [{"name": "browser_wait", "arguments": {"seconds": 20}}]}]
     ).model_copy(update={"id": "miniwob-click-test-timeout"})
-    tasks = [miniwob_task("click-test"), miniwob_task("click-button", seed=3), miniwob_task("enter-text", seed=1), wrong, slow]
+    # answers "done" at once, leaving the page unfinished: scored as the page's timeout (-1), not 0
+    gives_up = miniwob_task("click-test", reference=[]).model_copy(update={"id": "miniwob-click-test-gives-up"})
+    tasks = [miniwob_task("click-test"), miniwob_task("click-button", seed=3), miniwob_task("enter-text", seed=1), wrong, slow, gives_up]
     summary = run_suite(tasks, model="reference", out=tmp_path / "run", workers=2, retries=0, progress=False)
     results = {json.loads(l)["episode_id"]: json.loads(l) for l in (tmp_path / "run" / "results.jsonl").read_text().splitlines()}
     for good in ("miniwob-click-test-s0", "miniwob-click-button-s3", "miniwob-enter-text-s1"):
@@ -40,6 +42,9 @@ def test_rewards_wrong_action_and_timeout(tmp_path: Path) -> None:
     assert bad["status"] == "failed" and bad["metrics"]["raw_reward"] == -1 and bad["metrics"]["reward"] < 0
     timed = results["miniwob-click-test-timeout"]
     assert timed["status"] == "failed" and timed["stop_reason"] == "time_limit"
+    assert timed["metrics"] == {"raw_reward": -1, "reward": -1}
+    quitter = results["miniwob-click-test-gives-up"]
+    assert quitter["status"] == "failed" and quitter["steps"] == 1 and quitter["metrics"] == {"raw_reward": -1, "reward": -1}
     assert timed["seconds"] < 12  # the 20 s wait was cut at the 4 s limit (plus slack on a busy machine)
     assert summary.metrics["mean_reward"] == pytest.approx(
         sum(r["metrics"]["reward"] for r in results.values()) / len(results), abs=1e-3

@@ -129,3 +129,78 @@ def test_ray_local_instance(write_suite, tmp_path: Path) -> None:
     # the episode directories came back from the Ray workers: trajectories and pages exist
     for r in results:
         assert r.trajectory and (run / r.trajectory / "steps.jsonl").exists()
+
+
+def test_ctrl_c_stops_at_once_without_retrying_and_resume_finishes(write_suite, tmp_path: Path) -> None:
+    files = {"quick.yaml": shell_task("quick"), "slow.yaml": shell_task("slow", command="sleep 30; echo hi", seconds=60)}
+    suite = write_suite(files)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "omni_agent.eval.cli", str(suite), "--model", "reference", "--out", str(run), "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (run / "results.jsonl").exists():
+        time.sleep(0.1)
+    while time.monotonic() < deadline and not (run / "episodes" / "slow" / "trajectory").exists():
+        time.sleep(0.1)  # "slow" is inside its shell call
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and f"--out {run} --resume" in err and "Traceback" not in err
+    assert set(_by_id(run)) == {"quick"}
+    # the interrupted episode was stopped, not retried (a retry would have started attempt 2)
+    slow = run / "episodes" / "slow"
+    assert json.loads((slow / "job.json").read_text())["attempt"] == 1 and not (slow / "result.json").exists()
+    assert not json.loads((run / "summary.json").read_text())["complete"]
+    files["slow.yaml"] = shell_task("slow", seconds=60)
+    write_suite(files)
+    out = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert {k: v["status"] for k, v in _by_id(run).items()} == {"quick": "passed", "slow": "passed"}
+
+
+def test_openai_model_failing_every_task_and_unreachable_server(write_suite, tmp_path: Path, openai_server, refused_base_url) -> None:
+    from tests.fixtures.openai_server import chat_chunk
+
+    suite = write_suite({"a.yaml": shell_task("a"), "b.yaml": shell_task("b")})
+    for _ in range(2):  # one wrong answer per episode
+        openai_server.reply_stream([
+            chat_chunk(content="I do not know."), chat_chunk(finish_reason="stop"),
+            chat_chunk(usage={"prompt_tokens": 50, "completion_tokens": 4, "total_tokens": 54}),
+        ])  # fmt: skip
+    spec = f"openai:{openai_server.base_url}#test-model"
+    summary = run_suite(load_suite(suite), model=spec, out=tmp_path / "wrong", workers=2, progress=False)
+    assert (summary.episodes, summary.passed, summary.failed, summary.errors) == (2, 0, 2, 0)
+    assert summary.success_rate == 0.0 and summary.complete and not summary.scripted
+    assert summary.policy == spec and (summary.prompt_tokens, summary.completion_tokens) == (100, 8)
+    assert "Model: openai:" in (tmp_path / "wrong" / "index.html").read_text()
+    # A server that is down is the harness's problem, not a wrong answer: an error, retried.
+    down = f"openai:{refused_base_url}#m?max_retries=0"
+    summary = run_suite(load_suite(suite), model=down, out=tmp_path / "down", workers=2, retries=1, progress=False)
+    assert (summary.failed, summary.errors) == (0, 2)
+    for r in read_results(tmp_path / "down" / "results.jsonl"):
+        assert r.status == "error" and r.infra_error and r.error_stage == "model" and r.attempts == 2
+        assert "model unavailable" in r.error and "refused" in r.error
+
+
+def test_compare_runs_with_different_tasks_reads_clearly(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from omni_agent.eval.cli import eval_app
+    from omni_agent.eval.results import EpisodeResult, append_result
+
+    def run(name: str, statuses: dict[str, str]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for tid, status in statuses.items():
+            append_result(d / "results.jsonl", EpisodeResult(episode_id=tid, task_id=tid, status=status, steps=2, total_seconds=1.5))
+        return d
+
+    a = run("A", {"kept": "passed", "gone": "passed", "flip": "passed"})
+    b = run("B", {"kept": "passed", "flip": "failed", "added": "failed"})
+    c = compare_runs(a, b)
+    assert (c.shared, c.shared_rate_a, c.shared_rate_b) == (2, 1.0, 0.5)
+    assert (c.broken, c.new, c.removed) == (["flip"], ["added"], ["gone"])
+    res = CliRunner().invoke(eval_app, ["compare", str(a), str(b)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "on the 2 both ran, 100.0% -> 50.0%" in res.output
+    assert "None" not in res.output and "- -> 2" in res.output and "1.5 -> -" in res.output

@@ -45,6 +45,10 @@ def test_smoke_suite_passes_and_report_opens_in_chromium(tmp_path: Path) -> None
         assert "passed" in page.locator("table").first.inner_text()
         frame = page.frame_locator("iframe")
         assert frame.locator("img").count() >= 1
+        # the screens the agent saw are on the episode page itself, loaded (not only in the iframe)
+        page.wait_for_function("document.querySelectorAll('.screens img').length > 0 && "
+                               "[...document.querySelectorAll('.screens img')].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=10000)  # fmt: skip
         browser.close()
     from PIL import Image
 

@@ -80,3 +80,12 @@ def test_substitute_replaces_known_names_only() -> None:
     values = {"server_url": "http://127.0.0.1:8000"}
     assert substitute("{server_url}/a {x} {'k': 1}", values) == "http://127.0.0.1:8000/a {x} {'k': 1}"
     assert substitute({"a": ["{server_url}"]}, values) == {"a": ["http://127.0.0.1:8000"]}
+
+
+def test_unknown_tool_set_and_unclosed_quote_point_at_their_lines() -> None:
+    with pytest.raises(TaskFileError) as info:
+        load_task_text("id: x\ninstruction: hi\ntools: [shell, shel]\nchecks:\n  - type: answer\n    equals: a\n", source="t.yaml")
+    assert "t.yaml:3: tools: unknown tool set 'shel'" in str(info.value)
+    with pytest.raises(TaskFileError) as info:
+        load_task_text('id: x\ninstruction: "unclosed\nchecks:\n  - type: answer\n    equals: a\n', source="t.yaml")
+    assert "starts on line 2" in str(info.value)

@@ -16,6 +16,7 @@ import json
 import sys
 
 from omni_agent.eval.bfcl import SINGLE_TURN_CATEGORIES, score_model
+from omni_agent.exceptions import OmniAgentError
 from omni_agent.models.spec import load_model
 
 
@@ -24,11 +25,22 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--categories", default=",".join(SINGLE_TURN_CATEGORIES))
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--json", dest="json_out", default=None, help="also write the scores here")
     args = ap.parse_args()
-    model = load_model(args.model)
-    print(f"model: {model.info.label}")
-    result = score_model(model, [c for c in args.categories.split(",") if c], limit=args.limit)
-    print(json.dumps(result, indent=2))
+    try:
+        model = load_model(args.model)
+        print(f"model: {model.info.label}")
+        result = score_model(model, [c for c in args.categories.split(",") if c], limit=args.limit)
+    except OmniAgentError as exc:  # a bad spec, a server that is down, an unknown category
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"{'category':24} {'correct':>14}   failed at (model / parse / validate / match)")
+    for cat, r in result.items():
+        f = r["failed_at"]
+        print(f"{cat:24} {r['correct']:>5}/{r['entries']:<5} {r['accuracy']:>5.1%}   {f['model']} / {f['parse']} / {f['validate']} / {f['match']}")
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"model": model.info.label, "categories": result}, fh, indent=2)
     return 0
 
 

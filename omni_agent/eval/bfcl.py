@@ -202,16 +202,22 @@ class Verdict:
     reason: str = ""
 
 
-def judge_text(entry: BfclEntry, text: str, registry: ToolRegistry, *, native: list[ToolCall] | None = None) -> Verdict:
-    """Parse ``text`` (or take native calls), validate every call, match BFCL's answer."""
+def judge_text(
+    entry: BfclEntry, text: str, registry: ToolRegistry, *, native: list[ToolCall] | None = None,
+    native_problems: Iterable[Any] = (),
+) -> Verdict:  # fmt: skip
+    """Parse ``text``, add the server's native calls (as the agent loop does: a server may parse
+    the calls and also leave them in the text, so one copy is kept), validate every call, match
+    BFCL's answer."""
     from ..parsing import parse_output
     from ..validation import validate_call
 
-    if native is not None:
-        calls, problems = list(native), []
-    else:
-        parsed = parse_output(text)
-        calls, problems = list(parsed.calls), [p for p in parsed.problems if p.fatal]
+    parsed = parse_output(text)
+    calls = list(parsed.calls)
+    problems = [p for p in [*parsed.problems, *native_problems] if p.fatal]
+    if native:
+        seen = {_call_key(c) for c in native}
+        calls = [*native, *(c for c in calls if _call_key(c) not in seen)]
     if problems:
         return Verdict(False, "parse", problems[0].message)
     if entry.category in NO_CALL_CATEGORIES:
@@ -226,6 +232,10 @@ def judge_text(entry: BfclEntry, text: str, registry: ToolRegistry, *, native: l
         return Verdict(bool(checked), "ok" if checked else "match", "" if checked else "expected a call")
     m = match_calls(checked, entry.expected)
     return Verdict(m.ok, "ok" if m.ok else "match", m.reason)
+
+
+def _call_key(call: ToolCall) -> str:
+    return json.dumps([call.name, call.arguments], sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------------------------------
@@ -463,28 +473,45 @@ def _tally(fid: CategoryFidelity, entry: BfclEntry, verdict: Verdict, broken: di
 # ------------------------------------------------------------------------------------------
 # scoring a model
 # ------------------------------------------------------------------------------------------
-async def _ask(model: Any, entry: BfclEntry, tools: list[Tool]) -> tuple[str, list[ToolCall] | None]:
+async def _ask(model: Any, entry: BfclEntry, tools: list[Tool]) -> Any:
     from ..messages import AssistantMessage, SystemMessage, UserMessage
     from ..models.base import ModelRequest
 
     roles = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
     messages = [roles[m["role"]](m["content"]) for m in entry.messages if m["role"] in roles]
-    response = await model.complete(ModelRequest(messages=messages, tools=[t.openai_schema() for t in tools]))
-    return response.text, response.tool_calls
+    return await model.complete(ModelRequest(messages=messages, tools=[t.openai_schema() for t in tools]))
 
 
 def score_model(model: Any, categories: Iterable[str], *, limit: int | None = None) -> dict[str, dict[str, Any]]:
-    """Accuracy per category of ``model`` (any backend) with BFCL's semantics."""
+    """Accuracy per category of ``model`` (any backend) with BFCL's semantics.
+
+    A model error on one entry (a malformed reply, a refused request) counts as that entry
+    failed at stage ``model`` and the scoring goes on; a model that cannot be reached at all
+    (:class:`ModelUnavailableError`, after the backend's own retries) stops it with that error."""
+    from ..exceptions import ModelError, ModelUnavailableError
+    from ..parsing import calls_from_openai
 
     async def run() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for category in categories:
             entries = load_category(category)[:limit]
-            correct, stages = 0, {"parse": 0, "validate": 0, "match": 0}
+            correct, stages = 0, {"model": 0, "parse": 0, "validate": 0, "match": 0}
             for entry in entries:
                 tools = tools_for(entry)
-                text, native = await _ask(model, entry, tools)
-                verdict = judge_text(entry, text, ToolRegistry(tools), native=native)
+                try:
+                    response = await _ask(model, entry, tools)
+                except ModelUnavailableError:
+                    raise
+                except ModelError:
+                    stages["model"] += 1
+                    continue
+                # Native calls (a server with a tool parser) arrive unparsed in raw_tool_calls.
+                native, native_problems = list(response.tool_calls or []), []
+                if response.raw_tool_calls:
+                    native, native_problems = calls_from_openai(response.raw_tool_calls)
+                verdict = judge_text(
+                    entry, response.text, ToolRegistry(tools), native=native, native_problems=native_problems
+                )
                 if verdict.ok:
                     correct += 1
                 else:

@@ -14,6 +14,7 @@ solution (a scripted policy, never reported as a model). Mount on the main app w
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -25,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ..exceptions import OmniAgentError
+from ..exceptions import OmniAgentError, UserError
 
 __all__ = ["eval_app"]
 
@@ -76,18 +77,21 @@ def run_cmd(
     ray: Optional[str] = typer.Option(None, "--ray", help="Run episodes as Ray tasks on this cluster ('auto', 'local' or ray://HOST:PORT)."),
     retries: int = typer.Option(2, "--retries", help="Retries of infrastructure failures (setup, browser crash, worker death)."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated task ids or categories to run."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Run at most this many tasks."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Run at most this many tasks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html."""
     from .loading import load_suite
     from .runner import run_suite
 
+    run_dir: Path | None = None
     try:
         tasks = load_suite(suite)
         if only:
             wanted = {w.strip() for w in only.split(",") if w.strip()}
             tasks = [t for t in tasks if t.id in wanted or t.category in wanted]
+            if not tasks:
+                raise UserError(f"no task id or category of {suite} matches --only {only}")
         if limit is not None:
             tasks = tasks[:limit]
         if out is None and resume:
@@ -99,6 +103,17 @@ def run_cmd(
         )  # fmt: skip
     except typer.BadParameter:
         raise
+    except KeyboardInterrupt:
+        # run_suite has stopped the workers and written what finished (results, summary, report).
+        if run_dir is None:
+            _err.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+        again = ["omni-agent", "eval", suite, "--model", model, "--out", str(run_dir), "--resume"]
+        again += [*(["--workers", str(workers)] if workers != 1 else []), *(["--only", only] if only else [])]
+        again += ["--limit", str(limit)] if limit is not None else []
+        _err.print(f"[yellow]interrupted: finished episodes are saved in {escape(str(run_dir))}; continue with:[/]")
+        _err.print(escape(shlex.join(again)), soft_wrap=True, highlight=False)
+        raise typer.Exit(130) from None
     except (OmniAgentError, OSError, ValueError) as exc:
         _fail(exc)
         return
@@ -144,12 +159,18 @@ def compare_cmd(
 
 
 @eval_app.command("validate")
-def validate_cmd(suite: str = typer.Argument(..., help="Task directory, file or factory.")) -> None:
+def validate_cmd(
+    suite: str = typer.Argument(..., help="Task directory, file or factory."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Also check the tasks can run with this model ('reference': each needs a reference solution)."),
+) -> None:
     """Check task files (errors name the file, line and field)."""
     from .loading import load_suite
+    from .runner import check_model
 
     try:
         tasks = load_suite(suite)
+        if model is not None:
+            check_model(model, tasks)
     except OmniAgentError as exc:
         _fail(exc)
         return

@@ -42,6 +42,11 @@ class Comparison(BaseModel):
     policy_b: str
     rate_a: float
     rate_b: float
+    shared: int = 0
+    """Tasks both runs have."""
+    shared_rate_a: float = 0.0
+    shared_rate_b: float = 0.0
+    """Success rates over the shared tasks only: the fair comparison when the task sets differ."""
     by_category: dict[str, tuple[float | None, float | None]]
     mean_steps: tuple[float, float]
     mean_seconds: tuple[float, float]
@@ -96,7 +101,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> Comparison:
         )
         for c in cats
     }
+    shared = sorted(set(a) & set(b))
     return Comparison(
+        shared=len(shared),
+        shared_rate_a=_rate([a[t] for t in shared]),
+        shared_rate_b=_rate([b[t] for t in shared]),
         run_a=str(run_a),
         run_b=str(run_b),
         policy_a=a_sum.get("policy", "?"),
@@ -126,6 +135,14 @@ def render_comparison(c: Comparison, console: Any) -> None:
     delta = (c.rate_b - c.rate_a) * 100
     color = "green" if delta > 0 else "red" if delta < 0 else "white"
     console.print(f"success rate {pct(c.rate_a)} -> {pct(c.rate_b)} [{color}]({delta:+.1f} points)[/]")
+    if (c.new or c.removed) and not c.shared:
+        console.print("[bold]the runs share no task[/]: their rates are not comparable")
+    elif c.new or c.removed:
+        d = (c.shared_rate_b - c.shared_rate_a) * 100
+        console.print(
+            f"[bold]the runs hold different tasks[/]: on the {c.shared} both ran, "
+            f"{pct(c.shared_rate_a)} -> {pct(c.shared_rate_b)} ({d:+.1f} points)"
+        )
     console.print(f"mean steps {c.mean_steps[0]} -> {c.mean_steps[1]}; mean seconds {c.mean_seconds[0]} -> {c.mean_seconds[1]}")
     cats = Table(title="by category")
     for col in ("category", "A", "B"):
@@ -140,11 +157,14 @@ def render_comparison(c: Comparison, console: Any) -> None:
     table = Table(title=f"{len(c.fixed)} fixed, {len(c.broken)} broken, {len(c.new)} new, {len(c.removed)} removed")
     for col in ("task", "change", "A", "B", "steps", "seconds"):
         table.add_column(col)
+    def num(x: float | None, fmt: str = "{}") -> str:
+        return "-" if x is None else fmt.format(x)
+
     for ch in flips:
         style = {"fixed": "green", "broken": "red"}.get(ch.flip, "yellow")
         table.add_row(
-            ch.task_id, f"[{style}]{ch.flip}[/]", str(ch.before), str(ch.after),
-            f"{ch.steps_before} -> {ch.steps_after}",
-            f"{(ch.seconds_before or 0):.1f} -> {(ch.seconds_after or 0):.1f}",
+            escape(ch.task_id), f"[{style}]{ch.flip}[/]", ch.before or "-", ch.after or "-",
+            f"{num(ch.steps_before)} -> {num(ch.steps_after)}",
+            f"{num(ch.seconds_before, '{:.1f}')} -> {num(ch.seconds_after, '{:.1f}')}",
         )  # fmt: skip
     console.print(table)

@@ -17,12 +17,14 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from ..messages import AssistantMessage, ToolCall
+from ..models.base import Model, ModelChunk, ModelRequest, ModelResponse
 from ..tool import Tool, ToolOutput
 from ..trajectory import utc_now
 from .checks import CheckContext, run_checks
@@ -90,7 +92,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         category=task.category,
         attempts=job.attempt,
         worker=job.worker,
-        scripted=is_reference(job.model),
+        scripted=is_reference(job.model) or job.model.startswith("scripted:"),
     )
 
     def done(**fields: Any) -> EpisodeResult:
@@ -132,6 +134,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         except OmniAgentError as exc:
             return done(status="error", error=exc.message, error_stage="model", infra_error=False, model=label)
         label = model.info.label
+        model = _UnavailabilityWatch(model)
 
         # -- run -------------------------------------------------------------------------------
         from ..loop import Agent
@@ -167,6 +170,13 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         timings["agent"] = time.perf_counter() - t
         await model.aclose()
 
+        if model.unavailable is not None and result.stop_reason.value == "model_error":
+            # The server went away or the checkpoint cannot load: the harness's problem, not a
+            # wrong answer (retried, and reported as an error rather than as the model failing).
+            return done(status="error", error=f"model unavailable: {model.unavailable}", error_stage="model",
+                        infra_error=True, model=label, steps=result.steps, seconds=round(result.seconds, 4),
+                        stop_reason=result.stop_reason.value,
+                        trajectory=os.path.relpath(result.trajectory_dir, run_dir) if result.trajectory_dir else None)  # fmt: skip
         crashed = session is not None and session.launches > 1
         # -- checks ----------------------------------------------------------------------------
         t = time.perf_counter()
@@ -216,6 +226,45 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         if problems:
             (ep_dir / "scratch").mkdir(parents=True, exist_ok=True)
             (ep_dir / "scratch" / "teardown-problems.txt").write_text("\n".join(problems) + "\n")
+
+
+class _UnavailabilityWatch(Model):
+    """Passes every call to the episode's model and notes a :class:`ModelUnavailableError`
+    (server down, checkpoint missing): the agent loop turns any model error into a stopped run,
+    and only the episode can tell "the model could not be reached" (infrastructure, retried)
+    from "the model answered badly" (a failed episode)."""
+
+    def __init__(self, inner: Model) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self.unavailable: str | None = None
+
+    def _note(self, exc: BaseException) -> None:
+        from ..exceptions import ModelUnavailableError
+
+        if isinstance(exc, ModelUnavailableError):
+            self.unavailable = exc.message
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        try:
+            return await self.inner.complete(request)
+        except Exception as exc:
+            self._note(exc)
+            raise
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        try:
+            async for chunk in self.inner.stream(request):
+                yield chunk
+        except Exception as exc:
+            self._note(exc)
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:  # anything else a backend offers
+        return getattr(self.inner, name)
 
 
 class _Tools:

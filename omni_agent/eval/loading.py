@@ -82,7 +82,12 @@ def load_task_text(text: str, *, source: str = "<string>") -> Task:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise TaskFileError(source, [(line, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from exc
+        message = f"not valid YAML: {getattr(exc, 'problem', None) or exc}"
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            # e.g. an unclosed quote is found only at the end of the file: say where it began
+            message += f" ({context} that starts on line {context_mark.line + 1})"
+        raise TaskFileError(source, [(line, "", message)]) from exc
     if not isinstance(data, dict) or node is None:
         raise TaskFileError(source, [(1, "", "a task file must be a YAML mapping (id: ..., instruction: ...)")])
     lines = _line_map(node)
@@ -93,7 +98,7 @@ def load_task_text(text: str, *, source: str = "<string>") -> Task:
         problems = []
         for err in exc.errors(include_url=False):
             line, field = _locate(tuple(err["loc"]), lines)
-            problems.append((line, field, err["msg"]))
+            problems.append((line, field, err["msg"].removeprefix("Value error, ")))
         raise TaskFileError(source, problems) from None
 
 

@@ -8,6 +8,8 @@ page's episode timer to the task's time limit, ``core.startEpisodeReal()``, wait
 the browser tools (screenshots after every step); the reward is read from the page afterwards
 (``WOB_REWARD_GLOBAL``, ``WOB_RAW_REWARD_GLOBAL``, ``WOB_DONE_GLOBAL``) and recorded as the
 per-episode metrics ``reward`` and ``raw_reward``; an episode succeeds when the reward is > 0.
+An episode the agent leaves unfinished scores -1, what the page's own timer gives it when time
+runs out (``core.endEpisode(-1)``): giving up never scores better than trying and failing.
 
 Seeds are fixed (``seeds``), so utterances and layouts repeat run after run. A few tasks carry
 reference solutions (selectors filled from values the page computes, e.g. the quoted target of
@@ -65,6 +67,9 @@ REFERENCE_SOLUTIONS: dict[str, dict[str, Any]] = {
 """Per-task reference solutions: ``values`` (name -> JS read after the episode starts) and the
 steps, whose arguments may use ``{name}``."""
 
+UNFINISHED_IS_TIMEOUT = "WOB_DONE_GLOBAL ? WOB_{}REWARD_GLOBAL : -1"
+"""JS: the page's reward; -1 (its timeout reward) when the episode is not done."""
+
 GUIDANCE = (
     "You control a web browser showing a small task in the top-left corner of the page. "
     "Do exactly what it asks using the browser tools, then stop. Task: "
@@ -115,9 +120,9 @@ def miniwob_task(
             "limits": {"steps": steps, "seconds": seconds},
             "reference": [*steps_ref, {"answer": "done"}],
             "checks": [
-                {"type": "browser_dom", "name": "raw reward", "js": "WOB_DONE_GLOBAL ? WOB_RAW_REWARD_GLOBAL : 0",
+                {"type": "browser_dom", "name": "raw reward (-1 when unfinished)", "js": UNFINISHED_IS_TIMEOUT.format("RAW_"),
                  "metric": "raw_reward", "min": -1},
-                {"type": "browser_dom", "name": "reward > 0", "js": "WOB_DONE_GLOBAL ? WOB_REWARD_GLOBAL : 0",
+                {"type": "browser_dom", "name": "reward > 0", "js": UNFINISHED_IS_TIMEOUT.format(""),
                  "metric": "reward", "min": 1e-9},
             ],  # fmt: skip
             "metadata": {"miniwob_task": name, "seed": seed},

@@ -34,6 +34,9 @@ td,th{border:1px solid #dde2e8;padding:4px 10px;text-align:left;vertical-align:t
 th{background:#eef1f4}
 .passed{color:#1e7e45;font-weight:600}.failed{color:#c0392b;font-weight:600}.error{color:#b7791f;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;background:#f1f3f6;padding:8px;border-radius:6px}
+.screens{display:flex;gap:10px;flex-wrap:wrap;margin-bottom:12px}
+.screens figure{margin:0;background:#fff;border:1px solid #dde2e8;border-radius:6px;padding:4px}
+.screens img{width:260px;display:block}.screens figcaption{font-size:12px;color:#5b6570}
 iframe{width:100%;height:1400px;border:1px solid #dde2e8;border-radius:8px;background:#fff}
 """
 
@@ -69,7 +72,8 @@ def _episode_page(run_dir: Path, result: EpisodeResult, summary: dict[str, Any])
             page = render_trajectory_html(traj_dir)
             rel = os.path.relpath(page, run_dir / "episodes" / result.episode_id)
             traj_link = (
-                f'<p><a href="{_e(rel)}">open the trajectory on its own page</a></p>'
+                _screens(traj_dir, run_dir / "episodes" / result.episode_id)
+                + f'<p><a href="{_e(rel)}">open the trajectory on its own page</a></p>'
                 f'<iframe src="{_e(rel)}" title="trajectory"></iframe>'
             )
         except Exception as exc:  # a damaged trajectory still gets an episode page
@@ -106,6 +110,36 @@ def _episode_page(run_dir: Path, result: EpisodeResult, summary: dict[str, Any])
         f"<h2>Steps</h2>{traj_link or '<p>no trajectory (the episode did not reach the agent run)</p>'}</main>"
     )
     return _page(f"{result.episode_id} - {result.status}", body, _banner(summary))
+
+
+def _screens(traj_dir: Path, page_dir: Path) -> str:
+    """A strip of the screenshots the agent was shown, step by step, on the episode page itself:
+    the trajectory below sits in an iframe, whose lazily loaded images only appear once scrolled
+    to (and never in a full-page capture of this page)."""
+    from ..messages import ImagePart
+    from ..trajectory import load_trajectory
+
+    seen: dict[str, int] = {}
+    for step in load_trajectory(traj_dir).steps:
+        parts: list[Any] = list(step.observation)
+        for message in step.new_messages:
+            content = getattr(message, "content", None)
+            parts += content if isinstance(content, list) else []
+            result = getattr(message, "result", None)
+            parts += list(getattr(result, "content", None) or []) if result is not None else []
+        for part in parts:
+            if isinstance(part, ImagePart) and part.path and part.path not in seen:
+                seen[part.path] = step.step
+    if not seen:
+        return ""
+    figures = []
+    for path, step in seen.items():
+        rel = os.path.relpath(traj_dir / path, page_dir)
+        figures.append(
+            f'<figure><a href="{_e(rel)}"><img src="{_e(rel)}" alt="screenshot before step {step}"></a>'
+            f"<figcaption>seen at step {step}</figcaption></figure>"
+        )
+    return f"<h3>Screens the agent saw</h3><div class=screens>{''.join(figures)}</div>"
 
 
 def _index(results: list[EpisodeResult], summary: dict[str, Any]) -> str:

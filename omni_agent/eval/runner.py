@@ -42,7 +42,15 @@ from .results import (
 )
 from .task import Task
 
-__all__ = ["SETUP_ALLOWANCE_S", "policy_label", "run_attempt", "run_episode_with_retries", "run_suite"]
+__all__ = [
+    "SETUP_ALLOWANCE_S",
+    "SuiteInterrupted",
+    "check_model",
+    "policy_label",
+    "run_attempt",
+    "run_episode_with_retries",
+    "run_suite",
+]
 
 SETUP_ALLOWANCE_S = 120.0
 """Time a worker gets beyond the task's own limit (start-up, setup, checks, teardown)."""
@@ -53,6 +61,12 @@ RUN_INFO = "run.json"
 
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+"""Set when the suite is interrupted: no new attempt starts, and a killed worker is not retried."""
+
+
+class SuiteInterrupted(Exception):
+    """An attempt was not run (or not retried) because the suite is being interrupted."""
 
 
 def policy_label(model: str) -> str:
@@ -95,6 +109,8 @@ def _describe_exit(code: int) -> str:
 
 def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -> EpisodeResult:
     """One attempt in a fresh worker subprocess; a dead or hung worker becomes an infra error."""
+    if _STOPPING.is_set():
+        raise SuiteInterrupted(job.episode_id)
     ep_dir = Path(job.episode_dir)
     if ep_dir.exists():
         shutil.rmtree(ep_dir)
@@ -113,6 +129,8 @@ def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -
         )
         with _LIVE_LOCK:
             _LIVE[proc.pid] = proc
+        if _STOPPING.is_set():  # interrupted while this worker was starting
+            _kill_groups([proc.pid])
         try:
             code = proc.wait(timeout=timeout)
             reason = None if code == 0 else _describe_exit(code)
@@ -123,6 +141,9 @@ def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -
         finally:
             with _LIVE_LOCK:
                 _LIVE.pop(proc.pid, None)
+    if _STOPPING.is_set() and reason is not None:
+        _cleanup_after_dead_worker(ep_dir, proc.pid)
+        raise SuiteInterrupted(job.episode_id)
     if reason is None and result_path.exists():
         result = EpisodeResult.model_validate_json(result_path.read_text(encoding="utf-8"))
         wall = time.perf_counter() - t0
@@ -172,12 +193,48 @@ def run_episode_with_retries(
     return result.model_copy(update={"attempts": attempt, "attempt_errors": prior})
 
 
+def check_model(model: str, tasks: list[Task], *, local: bool = True) -> None:
+    """Fail before any episode starts when the model cannot work at all: a malformed spec, a
+    scripted file or local checkpoint that is not there, or the reference policy on tasks that
+    have no reference solution. (Otherwise every episode would end in the same error.)
+    ``local=False`` (Ray) checks only the spelling: paths are the cluster nodes' business."""
+    if is_reference(model):
+        missing = [t for t in tasks if not t.reference]
+        if missing:
+            where = "\n".join(f"{t.source or t.id}:1: reference: task {t.id!r} has no reference solution" for t in missing)
+            raise UserError(f"--model {model} replays each task's reference solution, and {len(missing)} task(s) have none:\n{where}")
+        return
+    from ..models.spec import parse_model_spec
+
+    specs = {(model, None)} | {(t.model, str(t.base_dir)) for t in tasks if t.model}
+    for spec, base in sorted(specs, key=str):
+        parsed = parse_model_spec(spec)
+        if not local or parsed.scheme == "openai":
+            continue
+        target = Path(parsed.target).expanduser()
+        path = target if target.is_absolute() or base is None else Path(base) / target
+        if parsed.scheme == "scripted":
+            from ..models.scripted import ScriptedModel
+
+            if not path.is_file():
+                raise UserError(f"scripted model file not found: {path} (from {spec!r})")
+            ScriptedModel.from_file(path)  # a syntax error shows now, once
+        elif parsed.target.startswith(("/", "./", "../", "~")) and not path.exists():
+            raise UserError(f"checkpoint not found: {path} (from {spec!r})")
+
+
 def kill_live_workers() -> None:
+    """Stop every running worker (SIGTERM: the episode cleans up) and start no new ones."""
+    _STOPPING.set()
     with _LIVE_LOCK:
         procs = list(_LIVE.values())
     for proc in procs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
+    # A worker stuck where SIGTERM cannot reach it still goes, a few seconds later.
+    stragglers = threading.Timer(5.0, _kill_groups, [[p.pid for p in procs if p.poll() is None]])
+    stragglers.daemon = True
+    stragglers.start()
 
 
 def _local_results(tasks: list[Task], *, model: str, run_dir: Path, workers: int, retries: int) -> Iterator[EpisodeResult]:
@@ -232,6 +289,8 @@ def run_suite(
         raise UserError("--retries must be >= 0")
     if not tasks:
         raise UserError("the suite has no tasks")
+    check_model(model, tasks, local=not ray_address)
+    _STOPPING.clear()
     run_dir = Path(out).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     done = _check_run_dir(run_dir, suite=suite, model=model, resume=resume)

@@ -302,6 +302,11 @@ class Task(_Strict):
     def _tool_names(cls, tools: list[str]) -> list[str]:
         if len(set(tools)) != len(tools):
             raise ValueError("tool sets are listed twice")
+        from ..toolsets import BUILTIN_TOOLSETS
+
+        for name in tools:
+            if name not in BUILTIN_TOOLSETS and ":" not in name and not name.endswith(".py"):
+                raise ValueError(f"unknown tool set {name!r}: use {', '.join(BUILTIN_TOOLSETS)}, or module:attr / file.py")
         return tools
 
     @model_validator(mode="after")
