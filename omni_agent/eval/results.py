@@ -70,6 +70,22 @@ class EpisodeResult(BaseModel):
     def passed(self) -> bool:
         return self.status == "passed"
 
+    @classmethod
+    def worker_failure(cls, job: Any, error: str, **extra: Any) -> "EpisodeResult":
+        """An infrastructure error at the worker stage (retried by the runner)."""
+        return cls(
+            episode_id=job.episode_id,
+            task_id=job.task.id,
+            category=job.task.category,
+            status="error",
+            error=error,
+            error_stage="worker",
+            infra_error=True,
+            attempts=job.attempt,
+            worker=job.worker,
+            **extra,
+        )
+
 
 def append_result(path: Path, result: EpisodeResult) -> None:
     """Append one result line durably (one write call, then fsync)."""

@@ -151,16 +151,9 @@ def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -
         timings = {**result.timings, "worker_overhead": round(max(0.0, wall - result.total_seconds), 4)}
         return result.model_copy(update={"total_seconds": round(wall, 4), "timings": timings})
     _cleanup_after_dead_worker(ep_dir, proc.pid)
-    return EpisodeResult(
-        episode_id=job.episode_id,
-        task_id=job.task.id,
-        category=job.task.category,
-        status="error",
-        error=f"worker died mid-episode ({reason or 'no result written'}); see worker.log",
-        error_stage="worker",
-        infra_error=True,
-        attempts=job.attempt,
-        worker=job.worker,
+    return EpisodeResult.worker_failure(
+        job,
+        f"worker died mid-episode ({reason or 'no result written'}); see worker.log",
         model=policy_label(job.model),
         scripted=is_reference(job.model),
         total_seconds=round(time.perf_counter() - t0, 4),

@@ -35,17 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         from .results import EpisodeResult
 
-        result = EpisodeResult(
-            episode_id=job.episode_id,
-            task_id=job.task.id,
-            category=job.task.category,
-            status="error",
-            error=f"worker error: {type(exc).__name__}: {exc}",
-            error_stage="worker",
-            infra_error=True,
-            attempts=job.attempt,
-            worker=job.worker,
-        )
+        result = EpisodeResult.worker_failure(job, f"worker error: {type(exc).__name__}: {exc}")
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(result.model_dump_json(indent=2), encoding="utf-8")
     os.replace(tmp, result_path)
