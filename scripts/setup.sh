@@ -28,7 +28,7 @@ if [[ "${OMNI_SKIP_APT:-0}" != 1 ]]; then
       SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
       log "installing system packages: ${missing[*]}"
       $SUDO apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
     else
       log "no apt-get here: install these with your package manager, then rerun with OMNI_SKIP_APT=1:"
       log "  ${missing[*]}"
