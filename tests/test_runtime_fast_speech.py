@@ -92,6 +92,19 @@ def test_a_message_longer_than_the_talker_cache_is_refused(tiny_qwen3_omni):
         next(speaker.stream(prompt, [72, 105], speaker_id=2302, stop_ids=[151645], max_frames=400))
 
 
+def test_decoder_warm_up_covers_every_stream_length_once(tiny_qwen3_omni):
+    """Every Code2Wav input length a stream can produce (left context + chunk) is run once, so a
+    GPU builds its conv plans before the first message, not inside it; a second call does nothing."""
+    speaker = StreamingSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor)
+    speaker.warm_up_decoder(left_context=5, max_chunk_frames=4)
+    assert speaker._decoder_warm == set(range(1, 10))
+    calls: list[int] = []
+    original = speaker.code2wav
+    speaker.code2wav = lambda codes: calls.append(codes.shape[-1]) or original(codes)
+    speaker.warm_up_decoder(left_context=5, max_chunk_frames=6)
+    assert calls == [10, 11]  # only the lengths not seen before
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_graph_captured_frames_match_the_module_engine_on_gpu(tiny_qwen3_omni_dir):
     gpu = QwenOmniModel.load(tiny_qwen3_omni_dir, device_map="cuda", enable_talker=True)
