@@ -120,14 +120,15 @@ def test_generate_output_shapes_normalised():
         assert sequences is seq and (w is not None) == has_wav
 
 
-def test_gpu_smoke_without_cuda_says_so():
+@pytest.mark.parametrize("script", ["gpu_smoke", "gpu_step", "gpu_speech"])
+def test_gpu_benchmarks_without_cuda_say_so(script):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the no-CUDA message is not shown")
-    proc = subprocess.run([sys.executable, str(ROOT / "evals" / "perf" / "gpu_smoke.py")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(ROOT / "evals" / "perf" / f"{script}.py")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "CUDA is not available" in proc.stderr and "nothing was run" in proc.stderr
+    assert proc.stderr.startswith(f"{script}: CUDA is not available") and "nothing was run" in proc.stderr
 
 
 @pytest.mark.slow

@@ -55,6 +55,24 @@ def machine() -> str:
     return f"nproc={os.cpu_count()} cpu={cpu!r} gpu={gpu!r}"
 
 
+def require_torch_cuda(script: str, builds: str, *, allow_cpu: bool = False) -> int | None:
+    """One clear line and exit code 2 when torch or CUDA is missing; None when the run can go on.
+    Shared by the GPU benchmarks (gpu_smoke, gpu_step, gpu_speech)."""
+    try:
+        import torch
+    except ImportError:
+        print(f"{script}: torch is not installed: pip install 'omni-agent[qwen]'", file=sys.stderr)
+        return 2
+    if not allow_cpu and not torch.cuda.is_available():
+        print(
+            f"{script}: CUDA is not available: this benchmark needs an NVIDIA GPU with ~80 GB "
+            f"(it builds {builds} in bf16); nothing was run.",
+            file=sys.stderr,
+        )
+        return 2
+    return None
+
+
 def screenshot(width: int = 1280, height: int = 720):
     """A synthetic desktop-like screenshot (windows, text, a button)."""
     from PIL import Image, ImageDraw
@@ -110,18 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-talker", action="store_true", help="also build the Talker + Code2Wav")
     args = parser.parse_args(argv)
 
-    try:
-        import torch
-    except ImportError:
-        print("gpu_smoke: torch is not installed: pip install 'omni-agent[qwen]'", file=sys.stderr)
-        return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(
-            "gpu_smoke: CUDA is not available: this benchmark needs an NVIDIA GPU with ~80 GB "
-            "(it builds the full-size Qwen3-Omni-30B-A3B in bf16); nothing was run.",
-            file=sys.stderr,
-        )
-        return 2
+    refused = require_torch_cuda("gpu_smoke", "the full-size Qwen3-Omni-30B-A3B", allow_cpu=not args.device.startswith("cuda"))
+    if refused is not None:
+        return refused
+    import torch
     if not args.arch.is_file():
         print(f"gpu_smoke: architecture file not found: {args.arch}", file=sys.stderr)
         return 2

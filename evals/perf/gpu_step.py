@@ -264,18 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="tiny model, CPU allowed: checks the script, measures nothing")
     args = parser.parse_args(argv)
 
-    try:
-        import torch
-    except ImportError:
-        print("gpu_step: torch is not installed: pip install 'omni-agent[qwen]'", file=sys.stderr)
-        return 2
-    if not torch.cuda.is_available() and not args.dry_run:
-        print(
-            "gpu_step: CUDA is not available: this benchmark needs an NVIDIA GPU with ~80 GB (it builds the "
-            "full-size Qwen3-Omni-30B-A3B Thinker in bf16); nothing was run.",
-            file=sys.stderr,
-        )
-        return 2
+    refused = gpu_smoke.require_torch_cuda("gpu_step", "the full-size Qwen3-Omni-30B-A3B Thinker", allow_cpu=args.dry_run)
+    if refused is not None:
+        return refused
+    import torch
     import transformers
 
     from omni_agent.context import apply_image_budget
