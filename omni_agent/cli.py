@@ -124,6 +124,8 @@ def parse_cmd(
             if checks:
                 v = checks[i]
                 line += "  [green]valid[/]" if v.ok else f"\n    [red]invalid:[/] {escape(v.message)}"
+                if v.ok and v.call.arguments != call.arguments:
+                    line += f"\n    [dim]runs as (after coercion): {escape(json.dumps(v.call.arguments, ensure_ascii=False))}[/]"
             out.print(line)
         for p in parsed.problems:
             style = "red" if p.fatal else "yellow"

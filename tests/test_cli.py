@@ -60,6 +60,14 @@ def test_parse_reports_calls_and_validation(tmp_path: Path) -> None:
     assert "command" in second["message"] and "bogus" in second["message"]
 
 
+def test_parse_shows_the_arguments_a_call_runs_with_after_coercion(tmp_path: Path) -> None:
+    raw = '<tool_call>{"name": "shell", "arguments": {"command": "ls", "timeout_s": "5"}}</tool_call>'
+    proc = cli("parse", "-", "--tools", "shell", "-w", str(tmp_path), stdin=raw)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "valid" in proc.stdout
+    assert 'runs as (after coercion): {"command": "ls", "timeout_s": 5' in proc.stdout
+
+
 def test_parse_clean_output_exits_zero(tmp_path: Path) -> None:
     f = tmp_path / "out.txt"
     f.write_text('<tool_call>{"name": "shell", "arguments": {"command": "pwd"}}</tool_call>')
