@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from omni_agent.machine import describe_machine  # noqa: E402
 DEFAULT_ARCH = Path(__file__).resolve().parent / "data" / "qwen3-omni-30b-a3b-instruct.arch.json"
 
 
@@ -36,23 +35,48 @@ def log(message: str) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
+    """Cores, CPU, OS, Python and the GPU (name, memory, driver) of the machine that ran this."""
+    return describe_machine(gpu=True)
+
+
+def run_report(script: str) -> dict:
+    """The header every GPU benchmark records and logs: machine, versions, date."""
+    import torch
+    import transformers
+
+    report = {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    print(f"[{script} {time.strftime('%H:%M:%S')}] machine: {report['machine']}; torch {report['torch']}, "
+          f"transformers {report['transformers']}", flush=True)  # fmt: skip
+    return report
+
+
+def build_random_model(config, device, *, dtype):
+    """Qwen3-Omni with random weights built directly on ``device`` (no CPU copy of 65 GiB; a meta
+    build + to_empty() would leave the non-persistent rotary inv_freq buffers empty), with the
+    random-build work-arounds applied and every parameter checked finite."""
+    import torch
+    import transformers
+
+    from omni_agent.runtime.synthetic import assert_all_finite
+    from omni_agent.runtime.workarounds import init_untrained_talker_experts, set_talker_audio_config
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = ""
-    try:
-        gpu = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return f"nproc={os.cpu_count()} cpu={cpu!r} gpu={gpu!r}"
+        with device:
+            model = transformers.Qwen3OmniMoeForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.eval()
+    init_untrained_talker_experts(model)  # no-op without a Talker
+    set_talker_audio_config(model)
+    assert_all_finite(model)
+    return model
 
 
 def require_torch_cuda(script: str, builds: str, *, allow_cpu: bool = False) -> int | None:
@@ -141,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from omni_agent.messages import ImagePart, SystemMessage, TextPart, UserMessage
     from omni_agent.models.base import GenerationSettings, ModelRequest
     from omni_agent.runtime import QwenOmniModel
-    from omni_agent.runtime.synthetic import assert_all_finite, qwen3_omni_config_from_arch
-    from omni_agent.runtime.workarounds import init_untrained_talker_experts
+    from omni_agent.runtime.synthetic import qwen3_omni_config_from_arch
 
     log(f"machine: {machine()}")
     log(f"torch {torch.__version__}, transformers {transformers.__version__}, device {args.device}")
@@ -152,18 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         log(f"building {args.arch.name} with random bf16 weights on {device} (talker={'on' if args.with_talker else 'off'})")
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.bfloat16)
-        try:
-            # Built directly on the device: no CPU copy of 65 GiB, and rotary buffers stay correct
-            # (a meta build + to_empty() would leave the non-persistent inv_freq buffers empty).
-            with device:
-                model = transformers.Qwen3OmniMoeForConditionalGeneration(config)
-        finally:
-            torch.set_default_dtype(previous)
-        model.eval()
-        init_untrained_talker_experts(model)
-        assert_all_finite(model)
+        model = build_random_model(config, device, dtype=torch.bfloat16)
         params = sum(p.numel() for p in model.parameters())
         build_s = time.perf_counter() - t0
         log(f"built {params / 1e9:.2f} B parameters in {build_s:.1f} s")

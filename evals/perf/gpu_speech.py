@@ -68,29 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     from omni_agent.runtime.fast.streaming_speech import StreamingSpeaker
     from omni_agent.runtime.generation import eos_token_ids
     from omni_agent.runtime.speech import speech_generation_extras, speech_messages
-    from omni_agent.runtime.synthetic import assert_all_finite, qwen3_omni_config_from_arch, tiny_config
-    from omni_agent.runtime.workarounds import init_untrained_talker_experts, set_talker_audio_config
+    from omni_agent.runtime.synthetic import qwen3_omni_config_from_arch, tiny_config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = Dev(device)
-    report: dict = {"machine": gpu_smoke.machine(), "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    log(f"machine: {report['machine']}; torch {torch.__version__}, transformers {transformers.__version__}")
+    report: dict = gpu_smoke.run_report("gpu_speech")
     t0 = time.perf_counter()
     if args.dry_run:
         config = tiny_config("qwen3_omni")
     else:
         config = qwen3_omni_config_from_arch(json.loads(args.arch.read_text()), enable_audio_output=True)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32 if args.dry_run else torch.bfloat16)
-    try:
-        with device:
-            model = transformers.Qwen3OmniMoeForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
-    model.eval()
-    init_untrained_talker_experts(model)
-    set_talker_audio_config(model)
-    assert_all_finite(model)
+    model = gpu_smoke.build_random_model(config, device, dtype=torch.float32 if args.dry_run else torch.bfloat16)
     log(f"built {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params (with Talker) in {time.perf_counter() - t0:.1f} s, {dev.allocated_gib():.1f} GiB")
     with tempfile.TemporaryDirectory() as tmp:
         processor = gpu_smoke.build_processor(Path(tmp))

@@ -69,24 +69,15 @@ def log(message: str) -> None:
 def build_full_thinker(arch_path: Path, device, *, tiny: bool = False):
     """The real architecture, random bf16 weights, built on the device (as gpu_smoke does)."""
     import torch
-    import transformers
 
-    from omni_agent.runtime.synthetic import assert_all_finite, qwen3_omni_config_from_arch, tiny_config
+    from omni_agent.runtime.synthetic import qwen3_omni_config_from_arch, tiny_config
 
     if tiny:  # --dry-run: the tiny test architecture, so the script itself can be checked on CPU
         config = tiny_config("qwen3_omni")
         config.enable_audio_output = False
     else:
         config = qwen3_omni_config_from_arch(json.loads(arch_path.read_text()), enable_audio_output=False)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16 if not tiny else torch.float32)
-    try:
-        with device:
-            model = transformers.Qwen3OmniMoeForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
-    model.eval()
-    assert_all_finite(model)
+    model = gpu_smoke.build_random_model(config, device, dtype=torch.float32 if tiny else torch.bfloat16)
     return model, config
 
 
@@ -278,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = Dev(device)
-    report: dict = {"machine": gpu_smoke.machine(), "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    log(f"machine: {report['machine']}")
-    log(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    report: dict = gpu_smoke.run_report("gpu_step")
     if dev.cuda:
         report["expert_kernel"] = expert_kernel_check(device)
         log(report["expert_kernel"])

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..machine import machine_info
 from .checks import CheckResult
 
 __all__ = [
@@ -212,24 +212,6 @@ def summarize(
         retried_episodes=sum(r.attempts > 1 for r in results),
         **extra,
     )
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the run happened (cores, CPU model, Python), stated with every figure."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(terse=True),
-    }
 
 
 def write_json(path: Path, data: Any) -> None:
