@@ -1,0 +1,1 @@
+"""``omni-agent serve``: one resident model behind OpenAI Chat Completions and Realtime."""
