@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from omni_agent.serve.realtime_response import split_sentences
 from tests.fixtures.realtime import pcm16_24k
 
 pytestmark = pytest.mark.slow
@@ -56,6 +57,7 @@ def test_spoken_question_function_call_output_then_spoken_answer(realtime_server
     answer = "It is sunny in Paris. Twenty two degrees."
     server = realtime_server([CALL, answer])
     question = synth("what is the weather in Paris", rate=24_000)
+    sent_samples: list[int] = []
 
     async def scenario() -> None:
         async with _client(server).realtime.connect(model="tiny-qwen3-omni") as conn:
@@ -98,7 +100,7 @@ def test_spoken_question_function_call_output_then_spoken_answer(realtime_server
             assert "".join(e.delta for e in second if e.type == "response.audio_transcript.delta") == answer
             new, old = _pcm(second), _pcm(second, "response.audio.delta")
             assert new.size > 2400 and np.array_equal(new, old), "both audio event names carry the same PCM16"
-            assert np.abs(new).max() > 0
+            sent_samples.append(new.size)
             done = second[-1].response
             assert done.status == "completed"
             assert done.output[0].content[0].transcript == answer
@@ -112,6 +114,10 @@ def test_spoken_question_function_call_output_then_spoken_answer(realtime_server
     assert '"celsius": 22' in answered.text and answered.audio_seconds == heard.audio_seconds
     assert server.metrics.started == server.metrics.finished == 2
     assert len(server.metrics.first_audio) == 1 and len(server.metrics.first_token) == 2
+    # The audio is the Talker's speech of the answer, sentence by sentence (seeded: the same again).
+    # (The tiny random Talker's waveform is ~1e-7 in amplitude: its length is what can be checked.)
+    talker = [sum(c.samples.size for c in server.model.speak_stream(s)) for s in split_sentences(answer)]
+    assert sent_samples == [sum(talker)] and min(talker) > 0
 
 
 def test_speech_during_an_answer_cancels_it_and_truncates_the_unheard_part(realtime_server, synth):
