@@ -184,6 +184,35 @@ def test_text_only_session_streams_visible_text_never_thinking(realtime_server, 
     assert server.model.prepared[0].audio_seconds, "the committed buffer reached the Thinker"
 
 
+def test_calls_are_validated_against_the_offered_tools(realtime_server):
+    timer = {"type": "function", "name": "set_timer", "parameters": {
+        "type": "object", "properties": {"minutes": {"type": "integer"}}, "required": ["minutes"]}}  # fmt: skip
+    reply = ('<tool_call>\n{"name": "set_timer", "arguments": {"minutes": "5"}}\n</tool_call>\n'
+             '<tool_call>\n{"name": "launch_rocket", "arguments": {}}\n</tool_call>\n'
+             "<tool_call>\n[1, 2]\n</tool_call>")  # fmt: skip
+    server = realtime_server([reply])
+
+    async def scenario() -> list[Any]:
+        async with _client(server).realtime.connect(model="tiny") as conn:
+            await _until(conn, "session.created")
+            await conn.session.update(session={"type": "realtime", "tools": [timer], "output_modalities": ["text"]})
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Timer!"}]})  # fmt: skip
+            await conn.response.create()
+            return await _until(conn, "response.done")
+
+    events = asyncio.run(scenario())
+    calls = [(e.name, json.loads(e.arguments)) for e in events if e.type == "response.function_call_arguments.done"]
+    assert calls == [("set_timer", {"minutes": 5}), ("launch_rocket", {})], "coerced where the schema allows"
+    response = events[-1].model_dump()["response"]
+    problems = response["parse_problems"]
+    rocket = next(o for o in response["output"] if o.get("name") == "launch_rocket")
+    assert any(p["kind"] == "invalid_call" and p["call_id"] == rocket["call_id"] and "launch_rocket" in p["message"]
+               for p in problems)  # fmt: skip
+    assert any(p["kind"] != "invalid_call" for p in problems), "the unreadable block is reported too"
+    assert not any(e.type == "response.output_text.delta" for e in events), "call markup is never shown as text"
+
+
 def test_garbage_gets_errors_and_the_server_goes_on(realtime_server):
     import websockets
 

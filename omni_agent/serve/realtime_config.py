@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..exceptions import UserError
+from ..registry import ToolRegistry
+from ..tool import Tool
 from .realtime_events import (
     AUDIO_RATE,
     FunctionTool,
@@ -22,7 +25,7 @@ from .realtime_events import (
     TurnDetection,
 )
 
-__all__ = ["SessionConfig", "check_tools", "chat_tools"]
+__all__ = ["SessionConfig", "chat_tools", "check_tools", "tool_registry"]
 
 _AUDIO_FORMATS = {"pcm16", "audio/pcm"}
 
@@ -166,6 +169,15 @@ def check_tools(tools: list[FunctionTool], *, param: str) -> list[FunctionTool]:
             raise ProtocolError(f"tool {tool.name!r}: parameters must be an object schema",
                                 code="invalid_tool_schema", param=f"{param}[{i}].parameters")  # fmt: skip
     return tools
+
+
+def tool_registry(tools: list[dict[str, Any]]) -> ToolRegistry:
+    """The offered tools as a registry for ``validate_call`` (the server never runs them)."""
+    return ToolRegistry(Tool.from_schema(schema, _runs_on_the_client) for schema in tools)
+
+
+def _runs_on_the_client(**arguments: Any) -> None:
+    raise UserError("Realtime tools run on the client: the server only validates their calls")
 
 
 def chat_tools(tools: list[FunctionTool]) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ..tool import TOOL_NAME_RE
+
 __all__ = [
     "AUDIO_RATE",
     "ClientEvent",
@@ -84,7 +86,7 @@ class TurnDetection(_Lenient):
 
 class FunctionTool(_Lenient):
     type: Literal["function"] = "function"
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=TOOL_NAME_RE.pattern)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 

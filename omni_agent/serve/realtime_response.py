@@ -21,9 +21,10 @@ from typing import Any, Awaitable, Callable
 from ..exceptions import OmniAgentError
 from ..models.base import GenerationSettings, ModelRequest, ModelResponse
 from ..parsing import CallReady, Problem, StreamEvent, StreamParser, TextDelta
+from ..validation import validate_call
 from .backend import ServeBackend
 from .realtime_audio import encode_pcm16
-from .realtime_config import SessionConfig
+from .realtime_config import SessionConfig, tool_registry
 from .realtime_conversation import Conversation, Item, SpokenSegment, truncate_transcript
 from .realtime_events import AUDIO_RATE, ResponseOptions, new_id
 
@@ -61,6 +62,7 @@ class ResponseRun:
         self._started = time.perf_counter()
         self._first_token = False
         self._final: ModelResponse | None = None
+        self._registry = tool_registry([])
 
     async def run(self) -> None:
         """Everything from ``response.created`` to ``response.done`` (never raises)."""
@@ -90,7 +92,9 @@ class ResponseRun:
         settings = GenerationSettings(temperature=self.config.temperature or 0.0)
         if isinstance(limit, int):
             settings.max_new_tokens = limit
-        request = ModelRequest(messages=self.messages, tools=self.config.model_tools(), settings=settings)
+        tools = self.config.model_tools()
+        self._registry = tool_registry(tools)
+        request = ModelRequest(messages=self.messages, tools=tools, settings=settings)
         parser = StreamParser()
         async with aclosing(self.backend.stream(request, session_id=self.session_id)) as chunks:
             async for chunk in chunks:
@@ -119,6 +123,11 @@ class ResponseRun:
                 self.problems.append(event.problem.model_dump())
 
     async def _emit_call(self, call: Any) -> None:
+        verdict = validate_call(call, self._registry)
+        if verdict.ok:
+            call = verdict.call  # with the documented coercions ("5" -> 5 for an integer)
+        else:  # still sent: the client owns the tool; the issues travel in response.parse_problems
+            self.problems.append({"kind": "invalid_call", "call_id": call.id, "message": verdict.message, "fatal": True})
         item = Item(type="function_call", call=call, response_id=self.id, status="in_progress")
         ref = {"response_id": self.id, "output_index": len(self.output), "item_id": item.id, "call_id": call.id}
         self._add(item)
