@@ -149,6 +149,17 @@ def test_speech_during_an_answer_cancels_it_and_truncates_the_unheard_part(realt
             assert after[-1].response.status == "completed"
             assert "".join(e.delta for e in after if e.type == "response.output_audio_transcript.delta") == "Okay, I stopped."
 
+            # The client's own truncation, and the item as the server now holds it.
+            await conn.conversation.item.truncate(item_id=spoken_id, content_index=0, audio_end_ms=0)
+            assert (await _until(conn, "conversation.item.truncated"))[-1].audio_end_ms == 0
+            await conn.conversation.item.retrieve(item_id=spoken_id)
+            held = (await _until(conn, "conversation.item.retrieved"))[-1].item
+            assert held.status == "incomplete" and held.content[0].transcript == ""
+            await conn.conversation.item.truncate(item_id=spoken_id, content_index=0, audio_end_ms=60_000)
+            assert "past the item" in (await _until(conn, "error"))[-1].error.message
+            await conn.conversation.item.delete(item_id=spoken_id)
+            assert (await _until(conn, "conversation.item.deleted"))[-1].item_id == spoken_id
+
     asyncio.run(scenario())
     reply_prompt = server.model.prepared[-1]
     assert "Sentence 11" not in reply_prompt.text, "the unheard part is not in the conversation"
