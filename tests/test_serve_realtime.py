@@ -195,6 +195,29 @@ def test_text_only_session_streams_visible_text_never_thinking(realtime_server, 
     assert server.model.prepared[0].audio_seconds, "the committed buffer reached the Thinker"
 
 
+def test_a_spoken_turn_that_calls_a_tool_shows_its_preamble_but_never_voices_it(realtime_server):
+    preamble = "Let me check that for you. One moment."
+    server = realtime_server([preamble + "\n" + CALL])
+
+    async def scenario() -> list[Any]:
+        async with _client(server).realtime.connect(model="tiny") as conn:
+            await _until(conn, "session.created")
+            await conn.session.update(session={"type": "realtime", "tools": [WEATHER_TOOL]})
+            await conn.conversation.item.create(item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": "Weather?"}]})  # fmt: skip
+            await conn.response.create()
+            return await _until(conn, "response.done")
+
+    events = asyncio.run(scenario())
+    kinds = _types(events)
+    assert not any(k in AUDIO_DELTAS or "transcript" in k for k in kinds), "nothing of a tool-call turn is voiced"
+    output = events[-1].response.output
+    assert [o.type for o in output] == ["function_call", "message"]
+    assert output[1].content[0].type == "output_text" and output[1].content[0].text == preamble
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == preamble
+    assert server.metrics.in_flight == 0 and server.metrics.first_audio == []
+
+
 def test_calls_are_validated_against_the_offered_tools(realtime_server):
     timer = {"type": "function", "name": "set_timer", "parameters": {
         "type": "object", "properties": {"minutes": {"type": "integer"}}, "required": ["minutes"]}}  # fmt: skip

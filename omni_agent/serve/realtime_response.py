@@ -2,11 +2,12 @@
 
 The Thinker streams through the project's ``StreamParser``: function calls become
 ``function_call`` items the moment their ``</tool_call>`` arrives, thinking is never sent, and
-visible text streams as ``response.output_text.delta`` when the response is text-only. Speech
-waits for the Thinker's end, because a turn that calls a tool is never spoken (the Talker would
-voice whatever the Thinker wrote: Qwen3-Omni issue 126); a final answer is then voiced sentence
-by sentence through ``backend.speak_stream`` so the first audio leaves after the first sentence
-and a barge-in can truncate the transcript at what was played.
+visible text streams as ``response.output_text.delta`` when the response is text-only. No audio
+leaves before the Thinker's end, because a turn that calls a tool is never spoken (the Talker
+would voice whatever the Thinker wrote: Qwen3-Omni issue 126). The first sentence is voiced
+meanwhile (``EarlySpeech``) and dropped unheard if a call follows; a final answer is then sent
+sentence by sentence through ``backend.speak_stream`` so a barge-in can truncate the transcript
+at what was played.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import json
 import re
 import time
 from contextlib import aclosing
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..exceptions import OmniAgentError
 from ..models.base import GenerationSettings, ModelRequest, ModelResponse
 from ..parsing import CallReady, Problem, StreamEvent, StreamParser, TextDelta
 from ..validation import validate_call
-from .backend import ServeBackend
+from .backend import AudioChunk, ServeBackend
 from .realtime_audio import encode_pcm16
 from .realtime_config import SessionConfig, tool_registry
 from .realtime_conversation import Conversation, Item, SpokenSegment, truncate_transcript
 from .realtime_events import AUDIO_RATE, ResponseOptions, new_id
 
-__all__ = ["ResponseRun", "split_sentences"]
+__all__ = ["EarlySpeech", "ResponseRun", "split_sentences"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -38,6 +39,36 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])\s+")
 def split_sentences(text: str) -> list[str]:
     """The visible answer in spoken pieces (the Talker voices each as its own turn)."""
     return [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+class EarlySpeech:
+    """The first sentence spoken while the Thinker still writes the rest, held back until the turn
+    is known to call no tool (then sent, else dropped unheard): the first audio leaves as soon as
+    the Thinker ends even when the Talker is slower than the rest of the decode."""
+
+    def __init__(self, backend: ServeBackend, sentence: str, voice: str | None) -> None:
+        self.sentence = sentence
+        self._chunks: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(backend, voice))
+
+    async def _run(self, backend: ServeBackend, voice: str | None) -> None:
+        try:
+            async with aclosing(backend.speak_stream(self.sentence, voice=voice)) as audio:
+                async for chunk in audio:
+                    self._chunks.put_nowait(chunk)
+        except Exception as exc:  # handed to the reader, raised there
+            self._chunks.put_nowait(exc)
+        self._chunks.put_nowait(None)
+
+    async def chunks(self) -> AsyncIterator[AudioChunk]:
+        while (item := await self._chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def drop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
 
 class ResponseRun:
@@ -63,6 +94,7 @@ class ResponseRun:
         self._first_token = False
         self._final: ModelResponse | None = None
         self._registry = tool_registry([])
+        self._early: EarlySpeech | None = None
 
     async def run(self) -> None:
         """Everything from ``response.created`` to ``response.done`` (never raises)."""
@@ -83,6 +115,8 @@ class ResponseRun:
             status = "failed"
             details = {"type": "failed", "error": {"type": "server_error", "code": "model_error", "message": message}}
         finally:
+            if self._early is not None:
+                await self._early.drop()
             self._metric("request_finished", "realtime")
         await self.send({"type": "response.done", "response": self._wire(status, details)})
 
@@ -117,10 +151,21 @@ class ResponseRun:
                 self._visible += event.text
                 if not self.config.speaks:
                     await self._stream_text(event.text)
+                elif self._early is None and not self._calls:
+                    self._start_early_speech()
             elif isinstance(event, CallReady):
+                if self._early is not None:
+                    await self._early.drop()  # a turn that calls a tool is never spoken
+                    self._early = None
                 await self._emit_call(event.call)
             elif isinstance(event, Problem) and event.problem.fatal:
                 self.problems.append(event.problem.model_dump())
+
+    def _start_early_speech(self) -> None:
+        """Once the first sentence is complete (punctuation, then more text), start voicing it."""
+        first, *rest = _SENTENCE_END.split(self._visible.strip(), maxsplit=1)
+        if rest and first.strip():
+            self._early = EarlySpeech(self.backend, first, self.config.voice)
 
     async def _emit_call(self, call: Any) -> None:
         verdict = validate_call(call, self._registry)
@@ -171,7 +216,9 @@ class ResponseRun:
             for name in ("response.output_audio_transcript.delta", "response.audio_transcript.delta"):
                 await self.send({"type": name, **self._ref(item), "delta": said})
             start = self._audio_ms
-            async with aclosing(self.backend.speak_stream(sentence, voice=self.config.voice)) as audio:
+            early = self._early if i == 0 and self._early is not None and self._early.sentence == sentence else None
+            source = early.chunks() if early else self.backend.speak_stream(sentence, voice=self.config.voice)
+            async with aclosing(source) as audio:
                 async for chunk in audio:
                     await self._send_audio(item, chunk.samples, chunk.rate)
             item.segments.append(SpokenSegment(said, start, self._audio_ms))
