@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from ..exceptions import MissingDependencyError
 from ..voice.audio_io import resample
 from .backend import ServeBackend
 from .realtime_audio import InputAudioBuffer, ServerVAD, SpeechBegan, SpeechEnded, TurnEvent, decode_pcm16
@@ -108,7 +109,10 @@ class RealtimeSession:
 
     async def serve(self) -> None:
         try:
-            self.vad = await self._make_vad()
+            try:
+                self.vad = await self._make_vad(self.config)
+            except ProtocolError:  # no VAD installed: the session starts with turns committed by hand
+                self.config = self.config.model_copy(update={"turn_detection": None})
             await self._send_session("session.created")
             while True:
                 message = await self.websocket.receive()
@@ -187,20 +191,24 @@ class RealtimeSession:
     # -- session -------------------------------------------------------------------------------
     async def _session_update(self, event: SessionUpdate) -> None:
         config = self.config.updated(event.session)
-        vad_changed = config.turn_detection != self.config.turn_detection
+        if config.turn_detection != self.config.turn_detection:
+            self.vad = await self._make_vad(config)  # a refusal leaves the whole update unapplied
         self.config = config
-        if vad_changed:
-            self.vad = await self._make_vad()
         await self._send_session("session.updated")
 
     async def _send_session(self, kind: str) -> None:
         await self.send({"type": kind, "session": self.config.wire(session_id=self.id, model=self.backend.info.name)})
 
-    async def _make_vad(self) -> ServerVAD | None:
-        settings = self.config.turn_detection
+    async def _make_vad(self, config: SessionConfig) -> ServerVAD | None:
+        settings = config.turn_detection
         if settings is None:
             return None
-        vad = await asyncio.to_thread(ServerVAD, settings)  # loads the ONNX model
+        try:
+            vad = await asyncio.to_thread(ServerVAD, settings)  # loads the ONNX model
+        except MissingDependencyError as exc:
+            raise ProtocolError(f"server_vad is unavailable on this server ({exc.message}); "
+                                "set turn_detection to null and commit turns yourself",
+                                code="turn_detection_unavailable", param="session.audio.input.turn_detection") from exc  # fmt: skip
         vad.start_at(self.buffer.received * 1000 / AUDIO_RATE)
         return vad
 
