@@ -187,6 +187,8 @@ def test_text_only_session_streams_visible_text_never_thinking(realtime_server, 
             events = await _until(conn, "response.done")
             deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
             assert "".join(deltas) == "Hello there, my friend." and len(deltas) > 1
+            beta = [e.delta for e in events if e.type == "response.text.delta"]
+            assert beta == deltas, "older clients read the beta event name"
             assert not any(e.type in AUDIO_DELTAS for e in events)
             assert all("secret" not in e.to_json() for e in events)
             assert events[-1].response.output[0].content[0].text == "Hello there, my friend."

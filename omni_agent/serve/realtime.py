@@ -15,6 +15,8 @@ import json
 import logging
 from typing import Any
 
+from typing_extensions import assert_never
+
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
@@ -26,6 +28,7 @@ from .realtime_config import SessionConfig
 from .realtime_conversation import Conversation, Item, truncate_transcript
 from .realtime_events import (
     AUDIO_RATE,
+    ClientEvent,
     ConversationItemCreate,
     ConversationItemDelete,
     ConversationItemRetrieve,
@@ -159,34 +162,37 @@ class RealtimeSession:
             await self.send(error_event(ProtocolError(f"{type(exc).__name__}: {exc}", code="server_error",
                                                       event_id=event_id), type_="server_error"))  # fmt: skip
 
-    async def _dispatch(self, event: Any) -> None:
-        if isinstance(event, SessionUpdate):
-            await self._session_update(event)
-        elif isinstance(event, InputAudioBufferAppend):
-            await self._append(event)
-        elif isinstance(event, InputAudioBufferCommit):
-            await self._commit_buffer()
-        elif isinstance(event, InputAudioBufferClear):
-            self.buffer.clear()
-            self._reset_vad()
-            await self.send({"type": "input_audio_buffer.cleared"})
-        elif isinstance(event, OutputAudioBufferClear):
-            await self._stop_response("client_cancelled")
-            await self.send({"type": "output_audio_buffer.cleared", "response_id": None})
-        elif isinstance(event, ConversationItemCreate):
-            await self._create_item(event)
-        elif isinstance(event, ConversationItemTruncate):
-            await self._truncate(event)
-        elif isinstance(event, ConversationItemDelete):
-            self.conversation.delete(event.item_id)
-            await self.send({"type": "conversation.item.deleted", "item_id": event.item_id})
-        elif isinstance(event, ConversationItemRetrieve):
-            item = self.conversation.get(event.item_id)
-            await self.send({"type": "conversation.item.retrieved", "item": item.wire()})
-        elif isinstance(event, ResponseCreate):
-            await self._start_response(event.response)
-        elif isinstance(event, ResponseCancel):
-            await self._cancel(event)
+    async def _dispatch(self, event: ClientEvent) -> None:
+        match event:
+            case SessionUpdate():
+                await self._session_update(event)
+            case InputAudioBufferAppend():
+                await self._append(event)
+            case InputAudioBufferCommit():
+                await self._commit_buffer()
+            case InputAudioBufferClear():
+                self.buffer.clear()
+                self._reset_vad()
+                await self.send({"type": "input_audio_buffer.cleared"})
+            case OutputAudioBufferClear():
+                await self._stop_response("client_cancelled")
+                await self.send({"type": "output_audio_buffer.cleared", "response_id": None})
+            case ConversationItemCreate():
+                await self._create_item(event)
+            case ConversationItemTruncate():
+                await self._truncate(event)
+            case ConversationItemDelete():
+                self.conversation.delete(event.item_id)
+                await self.send({"type": "conversation.item.deleted", "item_id": event.item_id})
+            case ConversationItemRetrieve():
+                item = self.conversation.get(event.item_id)
+                await self.send({"type": "conversation.item.retrieved", "item": item.wire()})
+            case ResponseCreate():
+                await self._start_response(event.response)
+            case ResponseCancel():
+                await self._cancel(event)
+            case _:
+                assert_never(event)
 
     # -- session -------------------------------------------------------------------------------
     async def _session_update(self, event: SessionUpdate) -> None:

@@ -194,7 +194,8 @@ class ResponseRun:
             self._add(item)
             await self._open_part(item, {"type": "output_text", "text": ""})
         item.text += delta
-        await self.send({"type": "response.output_text.delta", **self._ref(item), "delta": delta})
+        for name in ("response.output_text.delta", "response.text.delta"):  # GA name, then the beta one
+            await self.send({"type": name, **self._ref(item), "delta": delta})
 
     async def _text_answer(self, text: str) -> None:
         await self._stream_text(text)
@@ -203,7 +204,8 @@ class ResponseRun:
 
     async def _finish_text(self, item: Item) -> None:
         item.status = "completed"
-        await self.send({"type": "response.output_text.done", **self._ref(item), "text": item.text})
+        for name in ("response.output_text.done", "response.text.done"):
+            await self.send({"type": name, **self._ref(item), "text": item.text})
         await self._close_part(item, {"type": "output_text", "text": item.text})
 
     # -- speech --------------------------------------------------------------------------------
