@@ -271,6 +271,14 @@ def test_garbage_gets_errors_and_the_server_goes_on(realtime_server):
         ('{"type": "conversation.item.create", "item": {"type": "function_call_output", "call_id": "nope", '
          '"output": "x"}}', "unknown_call_id"),
         ('{"type": "conversation.item.truncate", "item_id": "missing", "audio_end_ms": 5}', "item_not_found"),
+        ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": '
+         '[{"type": "input_audio", "audio": "AA=="}]}}', "invalid_audio"),
+        ('{"type": "conversation.item.create", "item": {"type": "message", "role": "assistant", "content": '
+         '[{"type": "input_audio", "audio": "AAAA"}]}}', "invalid_value"),
+        ('{"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": '
+         '[{"type": "input_audio", "audio": ""}, {"type": "input_text", "text": " "}]}}', "invalid_value"),
+        ('{"type": "response.create", "response": {"tool_choice": {"type": "function", "name": "nope"}}}',
+         "invalid_value"),
         ('{"type": "input_audio_buffer.commit"}', "input_audio_buffer_commit_empty"),
         ('{"type": "response.cancel", "event_id": "evt_1"}', "response_cancel_not_active"),
     ]  # fmt: skip

@@ -281,10 +281,13 @@ class RealtimeSession:
             item = Item(type="function_call_output", call_id=given.call_id, output=given.output)
         else:
             texts = [c.text or c.transcript or "" for c in given.content if c.type != "input_audio"]
-            audio = [decode_pcm16(c.audio or "", param="item.content.audio") for c in given.content if c.type == "input_audio"]
-            if given.role != "user" and audio:
+            audio_parts = [c for c in given.content if c.type == "input_audio"]
+            if given.role != "user" and audio_parts:
                 raise ProtocolError("only user messages carry input_audio", param="item.content")
+            audio = [decode_pcm16(c.audio or "", param="item.content.audio") for c in audio_parts]
             samples = resample(_concat(audio), AUDIO_RATE) if audio else None
+            if not "".join(texts).strip() and (samples is None or samples.size == 0):
+                raise ProtocolError("the message has neither text nor audio", param="item.content")
             item = Item(type="message", role=given.role, text="".join(texts), audio=samples)
         if given.id:
             item.id = given.id
