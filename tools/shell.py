@@ -27,7 +27,7 @@ import signal
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
 
 from .sandbox import DEFAULT_CGROUP_ROOT, PidsCgroup, SandboxLimits, bwrap_argv, create_pids_cgroup, find_program
 from .shell_policy import assess_command
+from .untrusted import downloaded_files, mentions_downloaded_file, network_reason, now
 
 __all__ = [
     "DEFAULT_ENV_ALLOWLIST",
@@ -639,6 +640,22 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
     cfg.workspace.mkdir(parents=True, exist_ok=True)
     launcher = _Launcher(cfg)
     workspace = cfg.workspace
+    downloads = downloaded_files(workspace)
+
+    async def watched(command: str, cwd: Path, run: Any) -> ToolOutput:
+        """Run ``run()``; mark the output untrusted when the command reaches the network or
+        names a file an earlier network command wrote (see :mod:`.untrusted`)."""
+        network, started = network_reason(command), now()
+        output = _to_output(launcher, await run())
+        if network:
+            downloads.note_changed_since(started)
+        source = network
+        if source is None:
+            shown = mentions_downloaded_file(command, cwd, downloads)
+            source = f"it reads {shown.name}, a downloaded file" if shown else None
+        if source:
+            output = replace(output, untrusted=True, text=output.text + f"\n[untrusted content: {source}]")
+        return output
 
     def assess(arguments: dict[str, Any]) -> str | None:
         return assess_command(str(arguments.get("command", "")), workspace)
@@ -679,8 +696,7 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
                 session.replaces_ended = replaced
             if restart:
                 await session.close()
-            result = await session.run(command, timeout=seconds)
-            return _to_output(launcher, result)
+            return await watched(command, workspace, lambda: session.run(command, timeout=seconds))
 
         persistent_shell.__doc__ = (
             f"Run a bash command in a persistent shell session {where}; `cd` and exported variables "
@@ -696,7 +712,7 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
             cwd = _workdir(workspace, workdir)
         except ValueError as exc:
             return ToolOutput.error(str(exc))
-        return _to_output(launcher, await run_command(launcher, command, cwd=cwd, timeout=seconds))
+        return await watched(command, cwd, lambda: run_command(launcher, command, cwd=cwd, timeout=seconds))
 
     shell.__doc__ = (
         f"Run a bash command {where} and return its output and exit code. Each call starts a "

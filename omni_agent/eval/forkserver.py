@@ -1,0 +1,329 @@
+"""Warm eval workers: a fork server that has already imported the harness forks one fresh
+process per episode attempt.
+
+A plain ``python -m omni_agent.eval.worker`` pays interpreter start-up and the harness imports
+(~0.4 s) for every episode; forking a process that did that once costs a few milliseconds, and
+the episode still gets a process of its own (its own memory, its own ``DISPLAY``, its own crash).
+
+Protocol, one Unix-socket connection per attempt: the runner sends one JSON line
+``{"job": PATH, "result": PATH, "log": PATH}``; the server forks and answers ``started PID``;
+when that child exits it answers ``exit CODE`` (a negative code: killed by that signal, as in
+:mod:`subprocess`). The child is the leader of a new session (so the runner kills its whole
+group), has stdin on ``/dev/null`` and stdout/stderr in the log, and dies with the server; the
+server dies with the runner (``PR_SET_PDEATHSIG``) and exits when its stdin closes.
+
+The server stays single-threaded (it must: forking a process with threads is unsafe), so it
+imports only modules that start no thread; :data:`PRELOAD` lists them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import random
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ForkServer", "ForkedWorker", "PRELOAD", "fork_server_supported"]
+
+PRELOAD = (
+    "omni_agent.eval.worker",
+    "omni_agent.eval.episode",
+    "omni_agent.eval.checks",
+    "omni_agent.eval.results",
+    "omni_agent.eval.safety",
+    "omni_agent.loop",
+    "omni_agent.toolsets",
+    "omni_agent.models.spec",
+    "omni_agent.models.scripted",
+    "omni_agent.tools.shell",
+    "omni_agent.tools.files",
+    "httpx",
+)
+"""What every episode imports anyway; a module that starts a thread at import must not be here."""
+
+READY = b"ready\n"
+START_TIMEOUT_S = 60.0
+
+
+def fork_server_supported() -> bool:
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and hasattr(socket, "AF_UNIX")
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# -- the runner's side ---------------------------------------------------------------------------
+
+
+class _LineReader:
+    """Reads ``\\n``-ended lines from a socket with a timeout, without losing partial data."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self, timeout: float | None) -> bytes | None:
+        """The next line (without ``\\n``); None on timeout; b"" when the peer closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return None
+            if not data:
+                return b""
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+
+class ForkedWorker:
+    """One forked worker, with the part of :class:`subprocess.Popen` the runner uses
+    (``pid``, ``poll``, ``wait``)."""
+
+    def __init__(self, sock: socket.socket, reader: _LineReader, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._sock = sock
+        self._reader = reader
+        self._lock = threading.Lock()
+
+    def _read_exit(self, timeout: float | None) -> int | None:
+        line = self._reader.line(timeout)
+        if line is None:
+            return None
+        self._sock.close()
+        if not line.startswith(b"exit "):  # the server went away: the child died with it
+            return -signal.SIGKILL
+        return int(line.split()[1])
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._lock.acquire(blocking=False):
+            try:
+                if self.returncode is None:
+                    self.returncode = self._read_exit(0.0)
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self._lock:
+            if self.returncode is None:
+                self.returncode = self._read_exit(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(f"forked worker {self.pid}", timeout or 0.0)
+        return self.returncode
+
+
+class ForkServer:
+    """Starts the server process (:meth:`start`), forks workers (:meth:`spawn`), stops (:meth:`close`)."""
+
+    def __init__(self, *, python: str | None = None) -> None:
+        self.python = python or sys.executable
+        self._dir = Path(tempfile.mkdtemp(prefix="omni-forkserver-"))
+        self.address = str(self._dir / "socket")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = START_TIMEOUT_S) -> "ForkServer":
+        """Start the server and wait until it has imported :data:`PRELOAD` and listens."""
+        self._proc = subprocess.Popen(
+            [self.python, "-m", "omni_agent.eval.forkserver", self.address],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(self._dir / "server.log", "wb"),  # noqa: SIM115 - lives as long as the server
+            preexec_fn=_die_with_parent,
+        )
+        assert self._proc.stdout is not None
+        ready = _read_ready(self._proc.stdout, timeout)
+        if ready != READY:
+            log = (self._dir / "server.log").read_text(errors="replace")[-2000:]
+            self.close()
+            raise RuntimeError(f"the eval fork server did not start: {log or 'no output'}")
+        return self
+
+    def spawn(self, job: Path, result: Path, log: Path) -> ForkedWorker:
+        """Fork a worker running ``job``; OSError when the server cannot be reached."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.address)
+            sock.sendall(json.dumps({"job": str(job), "result": str(result), "log": str(log)}).encode() + b"\n")
+            reader = _LineReader(sock)
+            line = reader.line(30.0)
+        except OSError:
+            sock.close()
+            raise
+        if not line or not line.startswith(b"started "):
+            sock.close()
+            raise OSError(f"the eval fork server did not start the worker: {line!r}")
+        return ForkedWorker(sock, reader, int(line.split()[1]))
+
+    def close(self) -> None:
+        """Stop the server (closing its stdin ends it; it kills workers still running)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(OSError):
+            for child in self._dir.iterdir():
+                child.unlink()
+            self._dir.rmdir()
+
+    def __enter__(self) -> "ForkServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _read_ready(stream: Any, timeout: float) -> bytes:
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            return b""
+        return bytes(stream.readline())
+    finally:
+        sel.close()
+
+
+# -- the server's side ---------------------------------------------------------------------------
+
+
+def _run_child(request: dict[str, str]) -> int:
+    """In the forked child: become an episode worker (never returns to the server loop)."""
+    os.setsid()
+    _die_with_parent()
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    random.seed()  # the server's random state must not repeat in every episode
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    from . import worker
+
+    return worker.main([request["job"], request["result"]])
+
+
+def _child_exit(request: dict[str, str], closers: list[Any]) -> None:
+    for item in closers:
+        with contextlib.suppress(Exception):
+            item.close()
+    code = 1
+    try:
+        code = _run_child(request)
+    except SystemExit as exc:  # SIGTERM ends the episode through SystemExit(128 + signum)
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(address: str) -> None:
+    """The server loop: accept requests, fork, report exits; ends when stdin closes."""
+    for name in PRELOAD:
+        importlib.import_module(name)
+    if threading.active_count() != 1:
+        print(f"warning: {threading.active_count()} threads after the preload imports", file=sys.stderr)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(wake_r, selectors.EVENT_READ, "child")
+    sel.register(sys.stdin.buffer, selectors.EVENT_READ, "stdin")
+    children: dict[int, socket.socket] = {}
+    sys.stdout.buffer.write(READY)
+    sys.stdout.buffer.flush()
+    running = True
+    while running:
+        for key, _ in sel.select():
+            if key.data == "accept":
+                conn, _addr = listener.accept()
+                _start_child(conn, children, [listener, wake_r, wake_w, sel, *children.values()])
+            elif key.data == "child":
+                with contextlib.suppress(BlockingIOError):
+                    wake_r.recv(4096)
+                _reap(children)
+            elif not os.read(sys.stdin.fileno(), 4096):
+                running = False
+    for pid in list(children):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+    _reap(children, block=True)
+
+
+def _start_child(conn: socket.socket, children: dict[int, socket.socket], closers: list[Any]) -> None:
+    conn.settimeout(10.0)
+    try:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ValueError("request cut off")
+            data += chunk
+        request = json.loads(data)
+    except (OSError, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            conn.sendall(f"error {exc}\n".encode())
+        conn.close()
+        return
+    pid = os.fork()
+    if pid == 0:
+        _child_exit(request, [*closers, conn])
+    children[pid] = conn
+    with contextlib.suppress(OSError):
+        conn.sendall(f"started {pid}\n".encode())
+
+
+def _reap(children: dict[int, socket.socket], *, block: bool = False) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+            conn.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
