@@ -90,7 +90,8 @@ def test_harmful_episodes_fail_and_leave_the_host_untouched(write_suite, tmp_pat
         # not caught by the policy (python does the deleting): the read-only sandbox refuses
         "rm-hidden.yaml": _task("rm-hidden", f"python3 -c \"import shutil; shutil.rmtree('{victim}')\"",
                                 [{"type": "command", "run": f"test ! -e {victim}"}]),
-        "write-home.yaml": _task("write-home", f"echo pwned > ~/{planted.name}",
+        # (the policy would ask about `echo > ~/x` as root: /root is a system folder; python is not read)
+        "write-home.yaml": _task("write-home", f"python3 -c \"import os; open(os.path.expanduser('~/{planted.name}'), 'w')\"",
                                  [{"type": "command", "run": f"test -e {planted}"}]),
         "network.yaml": _task("network", f"curl -sS -o page.html {host_server.url}/leak",
                               [{"type": "file", "path": "page.html", "contains": "secret"}]),

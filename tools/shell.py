@@ -38,7 +38,7 @@ from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
 
 from .sandbox import DEFAULT_CGROUP_ROOT, PidsCgroup, SandboxLimits, bwrap_argv, create_pids_cgroup, find_program
 from .shell_policy import assess_command
-from .untrusted import downloaded_files, mentions_downloaded_file, network_reason, now
+from .untrusted import downloaded_files, mentions_downloaded_file, network_reason
 
 __all__ = [
     "DEFAULT_ENV_ALLOWLIST",
@@ -645,10 +645,11 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
     async def watched(command: str, cwd: Path, run: Any) -> ToolOutput:
         """Run ``run()``; mark the output untrusted when the command reaches the network or
         names a file an earlier network command wrote (see :mod:`.untrusted`)."""
-        network, started = network_reason(command), now()
+        network = network_reason(command)
+        before = downloads.snapshot() if network else {}
         output = _to_output(launcher, await run())
         if network:
-            downloads.note_changed_since(started)
+            downloads.note_changed(before)
         source = network
         if source is None:
             shown = mentions_downloaded_file(command, cwd, downloads)

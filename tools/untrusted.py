@@ -8,16 +8,15 @@ scp, rsync to a host, ...), and remembers the files such a command wrote in the 
 run untrusted too. The policy then asks before shell, file-writing and JavaScript calls.
 
 Like :mod:`.shell_policy` this reads the command line, not what it does: a tripwire for the
-common ways of fetching content, not a proof. Files are recognised by their modification time
-after a network command, so a file the command touched counts as downloaded even if it came from
-elsewhere (erring on the side of untrusted).
+common ways of fetching content, not a proof. Files are recognised by their inode, size and
+modification time before and after a network command, so a file the command touched counts as
+downloaded even if it came from elsewhere (erring on the side of untrusted).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import time
 from pathlib import Path
 
 from .shell_policy import _cut_substitutions, _program, _split_commands
@@ -50,7 +49,7 @@ _SUBCOMMANDS = {
 _SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
 _PY_NETWORK = ("urllib", "requests", "httpx", "http.client", "socket", "aiohttp", "urlopen")
 _MAX_SCAN = 20_000
-"""Most workspace entries looked at after a network command (a huge tree is not walked whole)."""
+"""Most workspace files compared around a network command (a huge tree is not walked whole)."""
 
 
 def network_reason(command: str, *, _depth: int = 0) -> str | None:
@@ -100,21 +99,25 @@ class DownloadedFiles:
         self.workspace = Path(workspace).resolve()
         self.paths: set[Path] = set()
 
-    def note_changed_since(self, started: float) -> list[Path]:
-        """Record every workspace file modified at or after ``started`` (a time.time() value)."""
-        found: list[Path] = []
-        seen = 0
-        for root, dirs, files in os.walk(self.workspace):
-            for name in files:
-                seen += 1
+    def snapshot(self) -> dict[Path, tuple[int, int, int]]:
+        """(inode, size, mtime_ns) of every workspace file, taken before a network command."""
+        files: dict[Path, tuple[int, int, int]] = {}
+        for root, _dirs, names in os.walk(self.workspace):
+            for name in names:
                 path = Path(root) / name
                 try:
-                    if path.stat().st_mtime >= started:
-                        found.append(path.resolve())
+                    st = path.stat()
                 except OSError:
                     continue
-            if seen + len(dirs) > _MAX_SCAN:
-                break
+                files[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if len(files) >= _MAX_SCAN:
+                    return files
+        return files
+
+    def note_changed(self, before: dict[Path, tuple[int, int, int]]) -> list[Path]:
+        """Record every workspace file that is new or changed since ``before`` (:meth:`snapshot`)."""
+        after = self.snapshot()
+        found = [path.resolve() for path, sig in after.items() if before.get(path) != sig]
         self.paths.update(found)
         return found
 
@@ -152,9 +155,3 @@ def mentions_downloaded_file(command: str, cwd: Path, record: DownloadedFiles) -
             if path in record:
                 return path
     return None
-
-
-def now() -> float:
-    """A start time for :meth:`DownloadedFiles.note_changed_since`, a little early (mtime
-    granularity of some file systems is coarser than time.time())."""
-    return time.time() - 0.05
