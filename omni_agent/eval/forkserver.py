@@ -212,12 +212,26 @@ def _read_ready(stream: Any, timeout: float) -> bytes:
 # -- the server's side ---------------------------------------------------------------------------
 
 
-def _run_child(request: dict[str, str]) -> int:
-    """In the forked child: become an episode worker (never returns to the server loop)."""
+def _become_spare() -> None:
+    """In a freshly forked child: a session of its own, death with the server, default signals."""
     os.setsid()
     _die_with_parent()
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def _read_request(fd: int) -> dict[str, str] | None:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None  # the server is gone or stopping: nothing to run
+        data += chunk
+    return json.loads(data)
+
+
+def _run_child(request: dict[str, str]) -> int:
+    """In the spare, once it has its job: become an episode worker."""
     random.seed()  # the server's random state must not repeat in every episode
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -231,13 +245,16 @@ def _run_child(request: dict[str, str]) -> int:
     return worker.main([request["job"], request["result"]])
 
 
-def _child_exit(request: dict[str, str], closers: list[Any]) -> None:
-    for item in closers:
-        with contextlib.suppress(Exception):
-            item.close()
+def _spare_main(fd: int, closers: list[Any]) -> None:
+    """The life of a spare: wait for a job on ``fd``, run it, exit (never returns)."""
     code = 1
     try:
-        code = _run_child(request)
+        for item in closers:
+            with contextlib.suppress(Exception):
+                item.close()
+        _become_spare()
+        request = _read_request(fd)
+        code = 0 if request is None else _run_child(request)
     except SystemExit as exc:  # SIGTERM ends the episode through SystemExit(128 + signum)
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:
@@ -249,80 +266,134 @@ def _child_exit(request: dict[str, str], closers: list[Any]) -> None:
         os._exit(code)
 
 
+def _warm_up() -> None:
+    """Run one trivial episode here, so pydantic validators, regexes and caches are built once
+    instead of in every worker (the first episode in a process costs ~3x a later one)."""
+    import shutil
+
+    from .episode import EpisodeJob, run_episode
+    from .task import Task
+
+    task = Task.model_validate({
+        "id": "warm-up", "instruction": "Say ok.", "reference": [{"answer": "ok"}],
+        "checks": [{"type": "answer", "equals": "ok"}], "setup": {"files": {"note.txt": "x"}},
+    })  # fmt: skip
+    tmp = tempfile.mkdtemp(prefix="omni-forkserver-warm-")
+    try:
+        run_episode(EpisodeJob(task=task, model="reference", episode_id="warm-up", episode_dir=f"{tmp}/e", run_dir=tmp))
+    except Exception as exc:  # only slower workers, never a broken server
+        print(f"warning: warm-up episode failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Server:
+    """The server's state: the listener, running workers (pid -> connection) and one spare."""
+
+    def __init__(self, address: str) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(address)
+        self.listener.listen(64)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_w.setblocking(False)
+        self.sel = selectors.DefaultSelector()
+        self.children: dict[int, socket.socket] = {}
+        self.spare: tuple[int, int] | None = None
+        """(pid, write end of its request pipe): forked ahead, so a request waits for no fork."""
+
+    def fork_spare(self) -> None:
+        read_fd, write_fd = os.pipe()
+        closers = [self.listener, self.wake_r, self.wake_w, self.sel, *self.children.values()]
+        pid = os.fork()
+        if pid == 0:
+            os.close(write_fd)
+            _spare_main(read_fd, closers)
+        os.close(read_fd)
+        self.spare = (pid, write_fd)
+
+    def start_child(self, conn: socket.socket) -> None:
+        conn.settimeout(10.0)
+        try:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    raise ValueError("request cut off")
+                data += chunk
+            json.loads(data)
+        except (OSError, ValueError) as exc:
+            with contextlib.suppress(OSError):
+                conn.sendall(f"error {exc}\n".encode())
+            conn.close()
+            return
+        if self.spare is None:
+            self.fork_spare()
+        assert self.spare is not None
+        pid, write_fd = self.spare
+        self.spare = None
+        os.write(write_fd, data)
+        os.close(write_fd)
+        self.children[pid] = conn
+        with contextlib.suppress(OSError):
+            conn.sendall(f"started {pid}\n".encode())
+        self.fork_spare()  # the next request's process, made while this episode runs
+
+    def reap(self, *, block: bool = False) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.spare is not None and pid == self.spare[0]:  # a spare that died unused
+                os.close(self.spare[1])
+                self.spare = None
+                continue
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+                conn.close()
+
+    def stop(self) -> None:
+        if self.spare is not None:
+            os.close(self.spare[1])  # the spare reads end-of-file and exits
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        self.reap(block=True)
+
+
 def serve(address: str) -> None:
-    """The server loop: accept requests, fork, report exits; ends when stdin closes."""
+    """The server loop: accept requests, hand each to a spare, report exits; ends when stdin closes."""
     for name in PRELOAD:
         importlib.import_module(name)
+    _warm_up()
     if threading.active_count() != 1:
         print(f"warning: {threading.active_count()} threads after the preload imports", file=sys.stderr)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
-    listener.listen(64)
-    wake_r, wake_w = socket.socketpair()
-    wake_w.setblocking(False)
-    signal.set_wakeup_fd(wake_w.fileno())
+    server = _Server(address)
+    signal.set_wakeup_fd(server.wake_w.fileno())
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ, "accept")
-    sel.register(wake_r, selectors.EVENT_READ, "child")
-    sel.register(sys.stdin.buffer, selectors.EVENT_READ, "stdin")
-    children: dict[int, socket.socket] = {}
+    server.sel.register(server.listener, selectors.EVENT_READ, "accept")
+    server.sel.register(server.wake_r, selectors.EVENT_READ, "child")
+    server.sel.register(sys.stdin.buffer, selectors.EVENT_READ, "stdin")
+    server.fork_spare()
     sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()
     running = True
     while running:
-        for key, _ in sel.select():
+        for key, _ in server.sel.select():
             if key.data == "accept":
-                conn, _addr = listener.accept()
-                _start_child(conn, children, [listener, wake_r, wake_w, sel, *children.values()])
+                conn, _addr = server.listener.accept()
+                server.start_child(conn)
             elif key.data == "child":
                 with contextlib.suppress(BlockingIOError):
-                    wake_r.recv(4096)
-                _reap(children)
+                    server.wake_r.recv(4096)
+                server.reap()
             elif not os.read(sys.stdin.fileno(), 4096):
                 running = False
-    for pid in list(children):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    _reap(children, block=True)
-
-
-def _start_child(conn: socket.socket, children: dict[int, socket.socket], closers: list[Any]) -> None:
-    conn.settimeout(10.0)
-    try:
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise ValueError("request cut off")
-            data += chunk
-        request = json.loads(data)
-    except (OSError, ValueError) as exc:
-        with contextlib.suppress(OSError):
-            conn.sendall(f"error {exc}\n".encode())
-        conn.close()
-        return
-    pid = os.fork()
-    if pid == 0:
-        _child_exit(request, [*closers, conn])
-    children[pid] = conn
-    with contextlib.suppress(OSError):
-        conn.sendall(f"started {pid}\n".encode())
-
-
-def _reap(children: dict[int, socket.socket], *, block: bool = False) -> None:
-    while children:
-        try:
-            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        conn = children.pop(pid, None)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
-            conn.close()
+    server.stop()
 
 
 if __name__ == "__main__":
