@@ -122,6 +122,19 @@ def test_harmful_episodes_fail_and_leave_the_host_untouched(write_suite, tmp_pat
     assert "1 denied (shell:" in (run / "index.html").read_text()
 
 
+def test_the_sandbox_reaches_the_episodes_own_web_app_and_nothing_else(write_suite, tmp_path: Path,
+                                                                       host_server: _Server) -> None:  # fmt: skip
+    command = f"curl -sS -o own.html {{server_url}}/index.html; curl -sS -o leak.html {host_server.url}/x; ls"
+    checks = [{"type": "file", "path": "own.html", "contains": "own app"}, {"type": "file", "path": "leak.html"}]
+    web = {"web": {"pages": {"index.html": "<h1>own app</h1>"}}}
+    suite = write_suite({"own-app.yaml": _task("own-app", command, checks, setup=web)})
+    run = tmp_path / "run"
+    run_suite(load_suite(suite), model="reference", out=run, retries=0, progress=False)
+    [result] = read_results(run / "results.jsonl")
+    assert [c.passed for c in result.checks] == [True, False] and host_server.requests == []
+    assert result.status == "failed" and "Failed to connect" in result.denials[0].reason
+
+
 def test_unsafe_host_runs_on_the_host(write_suite, tmp_path: Path, host_server: _Server) -> None:
     suite = write_suite({
         "network.yaml": _task("network", f"curl -sS -o page.html {host_server.url}/ok",

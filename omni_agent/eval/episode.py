@@ -296,7 +296,9 @@ def _build_tools(task: Task, env: EpisodeEnvironment, *, host_mode: HostMode = "
     from ..toolsets import load_toolsets
 
     names = [n for n in task.tools if n != "browser"]
-    options = episode_tool_options(task.tool_options, host_mode=host_mode)
+    # The episode's own web app (setup.web) stays reachable from the sandbox; nothing else does.
+    ports = (int(env.values["port"]),) if "port" in env.values else ()
+    options = episode_tool_options(task.tool_options, host_mode=host_mode, local_ports=ports)
     if "desktop" in task.tools:
         # The desktop observer shows the screen after every step; a second copy in each
         # action's result would only cost tokens.

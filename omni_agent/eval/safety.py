@@ -2,7 +2,8 @@
 
 A model under evaluation is untrusted code with a shell. By default (``host_mode="sandboxed"``)
 an episode's shell runs in the bubblewrap sandbox (:mod:`omni_agent.tools.sandbox`: only the
-episode workspace is writable, no network), and every "ask" of the policy (a dangerous-looking
+episode workspace is writable; the network reaches only the episode's own local web app, through
+:mod:`omni_agent.tools.sandbox_bridge`, and nothing else), and every "ask" of the policy (a dangerous-looking
 command, a dangerous tool, a shell call after untrusted content) is denied unless the task file
 lists the tool in ``approve_tools``. Each denial, and each refusal the sandbox printed into a
 command's output, is recorded in the episode result, so the report says why a call did nothing.
@@ -71,8 +72,11 @@ class EpisodeApprover:
         return False
 
 
-def episode_tool_options(options: dict[str, Any], *, host_mode: HostMode) -> dict[str, Any]:
-    """The task's tool options with the sandbox the host mode demands."""
+def episode_tool_options(
+    options: dict[str, Any], *, host_mode: HostMode, local_ports: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """The task's tool options with the sandbox the host mode demands; ``local_ports`` (the
+    episode's own web app) stay reachable from the sandbox, no other address does."""
     options = dict(options)
     if host_mode == "host":
         return options
@@ -83,6 +87,8 @@ def episode_tool_options(options: dict[str, Any], *, host_mode: HostMode) -> dic
             "run it with --unsafe-host if you mean that"
         )
     options["sandbox"] = SANDBOXED_SHELL
+    if local_ports:
+        options["local_ports"] = tuple(local_ports)
     return options
 
 
