@@ -38,7 +38,7 @@ SANDBOXED_SHELL = "bubblewrap"
 
 _SANDBOX_MARKERS = re.compile(
     r"Read-only file system|Network is unreachable|Could not resolve host|Temporary failure in name resolution"
-    r"|Name or service not known|Failed to connect to|Operation not permitted|Permission denied"
+    r"|Name or service not known|Failed to connect to|Operation not permitted"
 )
 """Phrases the tools print when the sandbox stops them (EROFS, no network, dropped capabilities)."""
 
