@@ -12,8 +12,12 @@ when that child exits it answers ``exit CODE`` (a negative code: killed by that 
 group), has stdin on ``/dev/null`` and stdout/stderr in the log, and dies with the server; the
 server dies with the runner (``PR_SET_PDEATHSIG``) and exits when its stdin closes.
 
-The server stays single-threaded (it must: forking a process with threads is unsafe), so it
-imports only modules that start no thread; :data:`PRELOAD` lists them.
+The server imports :data:`PRELOAD` and runs one trivial episode (:func:`_warm_up`: the first
+episode in a process builds validators and caches, ~3x the cost of a later one), so each child
+starts warm. It keeps one *spare* child forked ahead, blocked on a pipe: a request hands the job
+to the spare at once and a new spare is forked while that episode runs. The server stays
+single-threaded (it must: forking a process with threads is unsafe), so it imports only modules
+that start no thread, and the warm-up's threads are joined before the first fork.
 """
 
 from __future__ import annotations
