@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import importlib
 import json
 import os
@@ -374,6 +375,10 @@ def serve(address: str) -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     _warm_up()
+    # Everything imported so far is shared with every child; a child's garbage collector that
+    # walks it would copy those pages (copy-on-write): keep it out of the collector's sight.
+    gc.collect()
+    gc.freeze()
     if threading.active_count() != 1:
         print(f"warning: {threading.active_count()} threads after the preload imports", file=sys.stderr)
     server = _Server(address)
