@@ -201,7 +201,7 @@ def run_cmd(
         workspace=workspace,
         system_prompt=system,
         settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
-        metadata={"toolsets": split_toolset_names(tools), "workspace": str(workspace.resolve())},
+        metadata={"toolsets": split_toolset_names(tools), "workspace": str(workspace.resolve()), "sandbox": sandbox or "none"},
     )
     agent = Agent(the_model, loaded.tools, observers=loaded.observers, **agent_kwargs)
     agent.events.subscribe(LiveDisplay(err, verbose=verbose))
@@ -318,20 +318,17 @@ def _tools_for_run(
 def replay_cmd(
     directory: Path = typer.Argument(..., help="A trajectory directory written by a run."),
     tools: Optional[str] = typer.Option(None, "--tools", "-t", help=TOOLS_HELP + " (default: the run's)"),
-    workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
+    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Default: the run's recorded workspace."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="Shell sandbox: none or bubblewrap (default: the run's)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Re-execute a trajectory's recorded calls without a model; report where the world diverged."""
+    """Re-execute a trajectory's recorded calls without a model; report where the world diverged.
+    Shell commands run only in the recorded (or given) workspace and sandbox, under the run's policy."""
+    from .replay_setup import replay_tools
     from .replay import replay
-    from .toolsets import load_toolsets
-    from .trajectory import load_trajectory
 
-    traj = load_trajectory(directory)
-    recorded = (traj.meta.model_extra or {}).get("toolsets") if hasattr(traj.meta, "model_extra") else None
-    names = tools or (",".join(recorded) if recorded else None)
-    if not names:
-        raise UserError("this trajectory does not record its toolsets: pass --tools")
-    report = replay(directory, load_toolsets(names, workspace=workspace))
+    setup = replay_tools(directory, tools=tools, workspace=workspace, sandbox=sandbox)
+    report = replay(directory, setup.tools, workspace=setup.workspace, refused_tools=setup.refused)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:

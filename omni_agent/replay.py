@@ -6,6 +6,13 @@ compared with the recorded one: error status, text, and images (pixel by pixel, 
 tolerance). Observers, when given, are compared with the recorded observations the same way.
 A call whose step never finished (the process died while it ran) is listed but not re-run:
 it may be what killed the process.
+
+Replay runs calls where and as the recorded run did: the workspace is the one recorded in
+meta.json unless one is given, and a call runs only if the run's policy lets it now (a call it
+would deny, or ask about without the recorded run's approval of that very call, is "refused").
+Without a recorded or given workspace, shell-kind tools are refused: re-running recorded
+commands in whatever directory replay was started from could touch anything. The CLI also
+refuses the shell when the trajectory does not say which sandbox the run used.
 """
 
 from __future__ import annotations
@@ -22,16 +29,19 @@ from .exceptions import ToolExecutionError
 from .execution import cap_output
 from .messages import ImagePart, TextPart
 from .observers import Observer
+from .policy import DefaultPolicy, Policy, PolicyState
 from .registry import ToolRegistry
 from .tool import Tool, ToolContext, ToolOutput
 from .trajectory import StepRecord, Trajectory, load_trajectory
 
-__all__ = ["ReplayReport", "ReplayedCall", "ReplayedObservation", "areplay", "image_difference", "replay"]
+__all__ = ["ReplayReport", "ReplayedCall", "ReplayedObservation", "areplay", "image_difference", "recorded_setting", "replay"]
 
 PIXEL_TOLERANCE = 16
 """A pixel counts as changed when a channel differs by more than this (JPEG noise, anti-aliasing)."""
 
-Status = Literal["same", "diverged", "missing_tool", "not_run"]
+Status = Literal["same", "diverged", "missing_tool", "not_run", "refused"]
+"""refused: not re-run because it could not run as recorded (no workspace, policy says no)."""
+SHELL_KINDS = frozenset({"shell"})
 
 
 class ReplayedCall(BaseModel):
@@ -47,6 +57,8 @@ class ReplayedCall(BaseModel):
     replayed_error: bool | None = None
     pixel_difference: float | None = None
     """Largest fraction of changed pixels over the call's images (None without images)."""
+    replayed_untrusted: bool = False
+    """The replayed output carried outside content (the policy grows stricter after it)."""
 
 
 class ReplayedObservation(BaseModel):
@@ -104,6 +116,8 @@ def replay(
     observers: Sequence[Observer] = (),
     pixel_threshold: float = 0.01,
     workspace: str | os.PathLike[str] | None = None,
+    policy: Policy | None = None,
+    refused_tools: dict[str, str] | None = None,
 ) -> ReplayReport:
     """Blocking twin of :func:`areplay`."""
     from .loop import run_blocking
@@ -116,6 +130,8 @@ def replay(
             observers=observers,
             pixel_threshold=pixel_threshold,
             workspace=workspace,
+            policy=policy,
+            refused_tools=refused_tools,
         ),
         what="replay()",
     )
@@ -129,22 +145,38 @@ async def areplay(
     observers: Sequence[Observer] = (),
     pixel_threshold: float = 0.01,
     workspace: str | os.PathLike[str] | None = None,
+    policy: Policy | None = None,
+    refused_tools: dict[str, str] | None = None,
 ) -> ReplayReport:
     """Re-execute the recorded calls of ``trajectory_dir`` against ``tools`` and compare.
 
     ``pixel_threshold``: the fraction of changed pixels above which two images differ.
+    ``workspace``: default the one meta.json records; with neither, shell tools are refused.
+    ``policy``: judges each call again (default :class:`DefaultPolicy`); an "ask" runs only
+    if the recorded run approved that call. ``refused_tools``: tool name -> why it is not re-run.
     """
     traj = load_trajectory(trajectory_dir)
     registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
     report = ReplayReport(trajectory_dir=traj.dir, notes=list(traj.warnings))
     state: dict[str, Any] = {}
-    ws = Path(workspace) if workspace is not None else Path.cwd()
+    recorded_ws = recorded_setting(traj, "workspace")
+    chosen = workspace if workspace is not None else recorded_ws
+    ws = Path(chosen) if chosen is not None else Path.cwd()
+    refused = dict(refused_tools or {})
+    if chosen is None:
+        no_ws = "the trajectory records no workspace and none was given, so shell commands are not re-run"
+        refused.update({t.name: no_ws for t in registry if t.kind in SHELL_KINDS and t.name not in refused})
+    gate = _PolicyGate(policy or DefaultPolicy(), refused)
     try:
         for record in traj.steps:
             for call_id in record.executed:
-                report.calls.append(
-                    await _replay_call(traj, record, call_id, registry, state, ws, compare_screenshots, pixel_threshold)
-                )
+                why_not = gate.refusal(record, call_id, registry)
+                if why_not is not None:
+                    report.calls.append(_refused(record, call_id, why_not))
+                    continue
+                entry = await _replay_call(traj, record, call_id, registry, state, ws, compare_screenshots, pixel_threshold)
+                gate.note(entry, registry)
+                report.calls.append(entry)
             if observers and record.complete and record.observation:
                 report.observations.append(
                     await _replay_observation(traj, record, observers, state, ws, compare_screenshots, pixel_threshold)
@@ -152,6 +184,59 @@ async def areplay(
     finally:
         await _close_state(state)
     return report
+
+
+def recorded_setting(traj: Trajectory, key: str) -> Any:
+    """A run setting meta.json records beside its fields (``workspace``, ``sandbox``, ``toolsets``)."""
+    return (traj.meta.model_extra or {}).get(key)
+
+
+class _PolicyGate:
+    """Decides, call by call, whether replay may run it: the policy is asked again with the
+    replay's own untrusted-content state; "ask" passes only with the recorded approval."""
+
+    def __init__(self, policy: Policy, refused: dict[str, str]) -> None:
+        self.policy = policy
+        self.refused = refused
+        self.untrusted_seen = False
+
+    def refusal(self, record: StepRecord, call_id: str, registry: ToolRegistry) -> str | None:
+        call = next((c for c in record.calls if c.id == call_id), None)
+        if call is None:
+            return None
+        if call.name in self.refused:
+            return self.refused[call.name]
+        tool = registry.get(call.name)
+        if tool is None:
+            return None  # reported as missing_tool
+        validated = next((v for v in record.validations if v.call_id == call_id), None)
+        checked = call.model_copy(update={"arguments": validated.arguments}) if validated is not None else call
+        state = PolicyState(run_id="replay", step=record.step, untrusted_content_seen=self.untrusted_seen)
+        try:
+            decision = self.policy.decide(checked, tool, state)
+        except Exception as exc:  # fail closed, as the loop does
+            return f"the policy failed ({type(exc).__name__}: {exc})"
+        if decision.action == "allow":
+            return None
+        if decision.action == "ask":
+            recorded = next((d for d in record.decisions if d.call_id == call_id), None)
+            if recorded is not None and recorded.approved is True:
+                return None
+            return f"the policy asks ({decision.reason}) and the recorded run did not approve this call"
+        return f"the policy denies it: {decision.reason}"
+
+    def note(self, entry: "ReplayedCall", registry: ToolRegistry) -> None:
+        tool = registry.get(entry.name)
+        if entry.replayed_untrusted or (tool is not None and tool.reads_untrusted):
+            self.untrusted_seen = True
+
+
+def _refused(record: StepRecord, call_id: str, reason: str) -> "ReplayedCall":
+    call = next((c for c in record.calls if c.id == call_id), None)
+    return ReplayedCall(
+        step=record.step, call_id=call_id, name=call.name if call else "?",
+        arguments=call.arguments if call else {}, status="refused", differences=[reason],
+    )  # fmt: skip
 
 
 async def _replay_call(
@@ -185,6 +270,7 @@ async def _replay_call(
     )
     output = cap_output(await _invoke(tool, arguments, context))  # as the recorded run stored it
     entry.replayed_text, entry.replayed_error = output.text, output.is_error
+    entry.replayed_untrusted = output.untrusted
     if output.is_error != recorded.is_error:
         entry.differences.append(
             f"error status: recorded {'error' if recorded.is_error else 'success'}, now {'error' if output.is_error else 'success'}"

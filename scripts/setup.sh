@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything omni-agent needs on a Debian/Ubuntu machine: system packages (apt),
-# a virtual environment in .venv with the CPU torch wheel first, then the project with all extras.
+# a virtual environment in .venv with torch first (CUDA build where an NVIDIA GPU answers nvidia-smi,
+# else the CPU build: see scripts/torch_choice.py), then the project with all extras.
 # Idempotent: a second run only checks. On a machine without apt, install the packages listed in
 # APT_PACKAGES with your package manager and run again with OMNI_SKIP_APT=1.
 set -euo pipefail
@@ -14,7 +15,6 @@ APT_PACKAGES=(
   bubblewrap                        # shell sandbox
 )
 PY=${PYTHON:-python3}
-TORCH_SPEC=${OMNI_TORCH_SPEC:-torch==2.13.0}
 
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
@@ -54,9 +54,11 @@ pip_quiet() {
 stamp=.venv/.omni-agent-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [[ ! -f $stamp || "$(cat $stamp)" != "$want" ]]; then
-  # torch first: otherwise a dependency pulls the multi-GB CUDA build.
-  log "installing $TORCH_SPEC"
-  pip_quiet install -q "$TORCH_SPEC"
+  # torch first: otherwise a dependency pulls whatever PyPI's plain `torch` is (the CUDA build).
+  mapfile -t TORCH_CHOICE < <("$VPY" scripts/torch_choice.py)
+  log "installing torch: ${TORCH_CHOICE[-1]#\# }"
+  pip_quiet install -q "${TORCH_CHOICE[@]:0:${#TORCH_CHOICE[@]}-1}"
+  log "torch $("$VPY" -c 'import torch; print(torch.__version__, "with CUDA", torch.version.cuda) if torch.version.cuda else print(torch.__version__, "(CPU build)")')"
   log "installing omni-agent[dev] (editable)"
   pip_quiet install -q -e ".[dev]"
   echo "$want" > $stamp

@@ -111,24 +111,23 @@ def test_compare_shows_flips(write_suite, tmp_path: Path) -> None:
     assert res.exit_code == 0 and "broken" in res.output and "100.0% -> 50.0%" in res.output
 
 
-def test_ray_local_instance(write_suite, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+def test_ray_local_starts_a_real_local_cluster(write_suite, tmp_path: Path) -> None:
+    """`omni-agent eval SUITE --ray local`: the runner starts its own local Ray instance, each
+    episode runs as a Ray task, and the episode folders come back to the driver."""
     suite = write_suite({"a.yaml": shell_task("a"), "b.yaml": shell_task("b")})
     run = tmp_path / "run"
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"ray cannot start here: {exc}")
-    try:
-        summary = run_suite(load_suite(suite), model="reference", out=run, ray_address="local", progress=False)
-    finally:
-        ray.shutdown()
-    assert summary.complete and summary.passed == 2
+    cmd = [sys.executable, "-m", "omni_agent.eval.cli", str(suite), "--model", "reference", "--out", str(run),
+           "--ray", "local", "--workers", "2", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     results = read_results(run / "results.jsonl")
+    assert sorted(r.episode_id for r in results) == ["a", "b"] and all(r.passed for r in results)
     assert all(r.worker.startswith("ray:") for r in results)
+    assert json.loads((run / "run.json").read_text())["ray"] == "local"
     # the episode directories came back from the Ray workers: trajectories and pages exist
     for r in results:
         assert r.trajectory and (run / r.trajectory / "steps.jsonl").exists()
+        assert (run / "episodes" / r.episode_id / "index.html").exists()
 
 
 def test_ctrl_c_stops_at_once_without_retrying_and_resume_finishes(write_suite, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - scripts/setup.sh installs it (CPU or CUDA build)
 
 from PIL import Image, ImageDraw  # noqa: E402
 

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - scripts/setup.sh installs it (CPU or CUDA build)
 
 from omni_agent.exceptions import UserError  # noqa: E402
 from omni_agent.models.base import GenerationSettings, ModelRequest  # noqa: E402

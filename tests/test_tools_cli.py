@@ -22,7 +22,7 @@ from omni_agent.screen import ScreenCapture
 from omni_agent.tools.desktop_observer import DesktopScreenshotObserver
 from omni_agent.tools.shell import shell_tools
 from omni_agent.xvfb import VirtualDisplay
-from tests.fixtures.browser import CHROMIUM_AVAILABLE, LocalSite
+from tests.fixtures.browser import LocalSite
 from tests.fixtures.core import tool_call
 from tests.fixtures.openai_server import chat_chunk
 from tests.fixtures.display import EventLoggerApp
@@ -66,7 +66,6 @@ def result_images(records: list[dict[str, Any]]) -> int:
     return sum(part.get("kind") == "image" for r in records for res in r["results"] for part in res["content"])
 
 
-@pytest.mark.skipif(not CHROMIUM_AVAILABLE, reason="needs apt chromium")
 def test_run_observe_browser_shows_the_tools_page_after_each_step(browser_site: LocalSite, tmp_path: Path) -> None:
     before = len(browser_site.submissions)
     model = script(
@@ -87,7 +86,6 @@ def test_run_observe_browser_shows_the_tools_page_after_each_step(browser_site: 
     assert result_images(records) == 0
 
 
-@pytest.mark.skipif(not CHROMIUM_AVAILABLE, reason="needs apt chromium")
 def test_run_reads_clicks_in_the_models_coordinate_space(openai_server: Any, browser_site: LocalSite, tmp_path: Path) -> None:
     # A Qwen2.5-style model answers in pixels of its resized screenshot (1280x800 -> 1288x812):
     # (644, 406) is the viewport centre, not a point on the 0..1000 grid.

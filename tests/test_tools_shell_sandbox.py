@@ -181,10 +181,15 @@ def _writable_pids_cgroup_here() -> bool:
     return False
 
 
-needs_root_cgroup = pytest.mark.skipif(
-    os.geteuid() != 0 or not _writable_pids_cgroup_here(),
-    reason="needs root and a writable pids cgroup (the CI container runs as root with one)",
-)
+@pytest.fixture
+def root_cgroup() -> None:
+    """These tests need root and a writable pids cgroup (the CI container runs as root with one):
+    elsewhere they fail saying so, rather than skip."""
+    if os.geteuid() != 0 or not _writable_pids_cgroup_here():
+        pytest.fail("needs root and a writable pids cgroup under /sys/fs/cgroup (run as root, as CI does)")
+
+
+needs_root_cgroup = pytest.mark.usefixtures("root_cgroup")
 
 
 def cgroup_leaves() -> set[Path]:

@@ -22,6 +22,8 @@ from typing import Callable
 from omni_agent.exceptions import ToolExecutionError, UserError
 from omni_agent.tool import Tool, ToolOutput, tool
 
+from .untrusted import downloaded_files
+
 __all__ = ["WorkspaceFiles", "file_tools"]
 
 _SNIPPET_CONTEXT = 4
@@ -229,6 +231,7 @@ def file_tools(workspace: str | os.PathLike[str], *, max_view_bytes: int = 32_00
                max_file_bytes: int = 10_000_000) -> list[Tool]:  # fmt: skip
     """``file_view``, ``file_create``, ``file_str_replace``, ``file_insert`` for ``workspace``."""
     files = WorkspaceFiles(workspace, max_view_bytes=max_view_bytes, max_file_bytes=max_file_bytes)
+    downloads = downloaded_files(files.root)
 
     def guarded(op: Callable[..., str], *args: object) -> ToolOutput:
         try:
@@ -248,7 +251,14 @@ def file_tools(workspace: str | os.PathLike[str], *, max_view_bytes: int = 32_00
             start_line: first line to show (1-based).
             end_line: last line to show (inclusive); omit or -1 for the end of the file.
         """
-        return guarded(files.view, path, start_line, end_line)
+        output = guarded(files.view, path, start_line, end_line)
+        try:
+            downloaded = not output.is_error and files.resolve(path) in downloads
+        except ToolExecutionError:
+            downloaded = False
+        if downloaded:  # written by a network command (curl, git clone, ...): outside content
+            return ToolOutput(text=output.text + "\n[untrusted content: a downloaded file]", untrusted=True)
+        return output
 
     @tool(kind="file_write")
     def file_create(path: str, content: str, overwrite: bool = False) -> ToolOutput:

@@ -102,13 +102,17 @@ def bwrap_argv(
     limits: SandboxLimits,
     bwrap: str,
     prlimit: str,
+    extra_binds: tuple[Path, ...] = (),
 ) -> list[str]:
-    """Wrap ``argv`` so it runs inside the sandbox with ``cwd`` (inside ``workspace``)."""
+    """Wrap ``argv`` so it runs inside the sandbox with ``cwd`` (inside ``workspace``);
+    ``extra_binds`` are further writable folders (the network bridge's sockets)."""
     ws = str(workspace)
     # Order matters: the tmpfs on /tmp comes before the workspace bind, so a workspace under /tmp
     # (pytest's tmp_path, mkdtemp) is bound on top of the empty tmpfs instead of hidden by it.
     out = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     out += ["--bind", ws, ws]
+    for extra in extra_binds:
+        out += ["--bind", str(extra), str(extra)]
     out += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
     for key, value in env.items():
         out += ["--setenv", key, value]

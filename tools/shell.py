@@ -27,7 +27,7 @@ import signal
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +37,9 @@ from omni_agent.exceptions import UserError
 from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
 
 from .sandbox import DEFAULT_CGROUP_ROOT, PidsCgroup, SandboxLimits, bwrap_argv, create_pids_cgroup, find_program
+from .sandbox_bridge import LoopbackBridge
 from .shell_policy import assess_command
+from .untrusted import downloaded_files, mentions_downloaded_file, network_reason
 
 __all__ = [
     "DEFAULT_ENV_ALLOWLIST",
@@ -83,6 +85,9 @@ class ShellConfig(BaseModel):
     kill_grace_s: float = Field(default=0.5, ge=0)
     """Seconds between SIGTERM and SIGKILL when a command is stopped."""
     bwrap_path: str | None = None
+    local_ports: tuple[int, ...] = ()
+    """Ports on the host's 127.0.0.1 that sandboxed commands may reach (an eval episode's own
+    web app); every other address stays unreachable. Ignored without the sandbox."""
     name: str = "shell"
 
     @field_validator("workspace")
@@ -271,19 +276,21 @@ class _Launcher:
             self.bwrap = find_program("bwrap", configured=config.bwrap_path, purpose="sandbox='bubblewrap'")
             self.prlimit = find_program("prlimit", purpose="sandbox limits")
             self.sh = find_program("sh", purpose="the sandbox's process limit")
+        self.bridge = LoopbackBridge(config.local_ports) if config.sandbox == "bubblewrap" and config.local_ports else None
 
     def argv(self, bash_args: list[str], cwd: Path) -> list[str]:
         argv = [self.bash, "--noprofile", "--norc", *bash_args]
         if self.config.sandbox == "none":
             return argv
         return bwrap_argv(
-            argv,
+            argv if self.bridge is None else self.bridge.wrap(argv),
             workspace=self.config.workspace,
             cwd=cwd,
             env=self.env,
             limits=self.config.limits,
             bwrap=self.bwrap,
             prlimit=self.prlimit,
+            extra_binds=(self.bridge.folder,) if self.bridge is not None else (),
         )
 
     async def spawn(self, bash_args: list[str], cwd: Path, *, stdin: int) -> "_Child":
@@ -639,12 +646,34 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
     cfg.workspace.mkdir(parents=True, exist_ok=True)
     launcher = _Launcher(cfg)
     workspace = cfg.workspace
+    downloads = downloaded_files(workspace)
+
+    async def watched(command: str, cwd: Path, run: Any) -> ToolOutput:
+        """Run ``run()``; mark the output untrusted when the command reaches the network or
+        names a file an earlier network command wrote (see :mod:`.untrusted`)."""
+        network = network_reason(command)
+        before = downloads.snapshot() if network else {}
+        output = _to_output(launcher, await run())
+        if network:
+            downloads.note_changed(before)
+        source = network
+        if source is None:
+            shown = mentions_downloaded_file(command, cwd, downloads)
+            source = f"it reads {shown.name}, a downloaded file" if shown else None
+        if source:
+            output = replace(output, untrusted=True, text=output.text + f"\n[untrusted content: {source}]")
+        return output
 
     def assess(arguments: dict[str, Any]) -> str | None:
         return assess_command(str(arguments.get("command", "")), workspace)
 
+    reach = (
+        "no network except " + ", ".join(f"127.0.0.1:{p}" for p in sorted(cfg.local_ports))
+        if cfg.local_ports
+        else "no network"
+    )
     where = (
-        "inside a bubblewrap sandbox (read-only system, no network, only the workspace writable)"
+        f"inside a bubblewrap sandbox (read-only system, {reach}, only the workspace writable)"
         if cfg.sandbox == "bubblewrap"
         else "on this machine"
     )
@@ -679,8 +708,7 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
                 session.replaces_ended = replaced
             if restart:
                 await session.close()
-            result = await session.run(command, timeout=seconds)
-            return _to_output(launcher, result)
+            return await watched(command, workspace, lambda: session.run(command, timeout=seconds))
 
         persistent_shell.__doc__ = (
             f"Run a bash command in a persistent shell session {where}; `cd` and exported variables "
@@ -696,7 +724,7 @@ def shell_tools(config: ShellConfig | None = None, /, **options: Any) -> list[To
             cwd = _workdir(workspace, workdir)
         except ValueError as exc:
             return ToolOutput.error(str(exc))
-        return _to_output(launcher, await run_command(launcher, command, cwd=cwd, timeout=seconds))
+        return await watched(command, cwd, lambda: run_command(launcher, command, cwd=cwd, timeout=seconds))
 
     shell.__doc__ = (
         f"Run a bash command {where} and return its output and exit code. Each call starts a "

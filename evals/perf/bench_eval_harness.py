@@ -1,10 +1,12 @@
 """Evaluation-harness overhead: what a suite costs beyond the model and the tools.
 
 Runs N trivial episodes (the scripted policy answers at once; no tools, so no model time and no
-tool work) through the real runner: a fresh worker process per episode, workspace setup, the
-agent loop with its trajectory, the checks, the result line, and the report. Prints the
-per-episode overhead (median, split into worker start-up / setup / agent loop / checks) and
-episodes per minute with 1 and 2 workers, with the machine it ran on.
+tool work) through the real runner: a fresh worker process per episode (forked from the warm
+fork server, :mod:`omni_agent.eval.forkserver`), workspace setup, the agent loop with its
+trajectory, the checks, the result line, and the report. Prints the per-episode overhead (median,
+split into worker start-up / setup / agent loop / checks) and episodes per minute with 1 and 2
+workers, then the same with 1 worker and a fresh Python per episode (``OMNI_EVAL_FORKSERVER=0``,
+the way every episode started before the fork server), with the machine it ran on.
 
     .venv/bin/python evals/perf/bench_eval_harness.py [--episodes 12]
 """
@@ -12,6 +14,7 @@ episodes per minute with 1 and 2 workers, with the machine it ran on.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -49,12 +52,13 @@ def main() -> None:
     m = machine_info()
     print(f"machine: {m['nproc']} cores, {m['cpu']}, Python {m['python']}")
     run(2, 1)  # warm the file cache
-    for workers in (1, 2):
+    for workers, mode in ((1, "warm"), (2, "warm"), (1, "cold")):
+        os.environ["OMNI_EVAL_FORKSERVER"] = "0" if mode == "cold" else "1"
         wall, results = run(args.episodes, workers)
         med = lambda key: statistics.median(r.timings.get(key, 0.0) for r in results)  # noqa: E731
         total = statistics.median(r.total_seconds for r in results)
         print(
-            f"workers={workers}: {args.episodes} episodes in {wall:.2f} s -> {args.episodes / wall * 60:.1f} episodes/min; "
+            f"{'fork server' if mode == 'warm' else 'fresh Python per episode'}, workers={workers}: {args.episodes} episodes in {wall:.2f} s -> {args.episodes / wall * 60:.1f} episodes/min; "
             f"per-episode harness overhead median {total * 1000:.0f} ms "
             f"(worker start-up {med('worker_overhead') * 1000:.0f} ms, setup {med('setup') * 1000:.0f} ms, "
             f"agent loop {med('agent') * 1000:.0f} ms, checks {med('checks') * 1000:.1f} ms)"

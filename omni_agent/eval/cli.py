@@ -79,6 +79,7 @@ def run_cmd(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated task ids or categories to run."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Run at most this many tasks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    unsafe_host: bool = typer.Option(False, "--unsafe-host", help="Run the model's shell commands on this machine (no sandbox) and approve every 'ask' of the policy."),
 ) -> None:
     """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html."""
     from .loading import load_suite
@@ -99,7 +100,7 @@ def run_cmd(
         run_dir = out or _default_out(suite)
         summary = run_suite(
             tasks, model=model, out=run_dir, suite=suite, workers=workers, retries=retries,
-            resume=resume, ray_address=ray, progress=progress,
+            resume=resume, ray_address=ray, progress=progress, unsafe_host=unsafe_host,
         )  # fmt: skip
     except typer.BadParameter:
         raise

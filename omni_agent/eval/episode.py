@@ -30,6 +30,7 @@ from ..trajectory import utc_now
 from .checks import CheckContext, run_checks
 from .policy import is_reference, reference_model
 from .results import EpisodeResult
+from .safety import EpisodeApprover, HostMode, HostSafetyError, episode_tool_options, sandbox_refusals
 from .setup import EpisodeEnvironment, SetupError
 from .task import BrowserSetup, Task, substitute
 
@@ -46,6 +47,9 @@ class EpisodeJob(BaseModel):
     run_dir: str
     attempt: int = 1
     worker: str = ""
+    host_mode: HostMode = "sandboxed"
+    """sandboxed (default): shell in the sandbox, "ask" denied unless approved by the task;
+    host: ``--unsafe-host``."""
 
 
 def run_episode(job: EpisodeJob) -> EpisodeResult:
@@ -93,6 +97,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         attempts=job.attempt,
         worker=job.worker,
         scripted=is_reference(job.model) or job.model.startswith("scripted:"),
+        host_mode=job.host_mode,
     )
 
     def done(**fields: Any) -> EpisodeResult:
@@ -112,13 +117,15 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             _record_pids(env)
             if env.display is not None:
                 os.environ["DISPLAY"] = env.display.display
-            tools = _build_tools(task, env)
+            tools = _build_tools(task, env, host_mode=job.host_mode)
             if task.needs_browser:
                 session = tools.session
             if task.setup.browser is not None:
                 await _prepare_browser(session, task.setup.browser, env.values)
         except SetupError as exc:
             return done(status="error", error=exc.message, error_stage="setup", infra_error=True, model=label)
+        except HostSafetyError as exc:  # the task's own demand, not a flaky setup: not retried
+            return done(status="error", error=str(exc), error_stage="setup", infra_error=False, model=label)
         except Exception as exc:
             return done(status="error", error=f"setup failed: {type(exc).__name__}: {_first_line(exc)}",
                         error_stage="setup", infra_error=True, model=label)  # fmt: skip
@@ -151,6 +158,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
 
             observers.append(DesktopScreenshotObserver(ScreenCapture(display=env.display.display)))
         traj_dir = ep_dir / "trajectory"
+        approver = None if job.host_mode == "host" else EpisodeApprover(task.approve_tools)
         agent = Agent(
             model,
             tools.tools,
@@ -158,10 +166,15 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             max_steps=task.limits.steps,
             max_seconds=task.limits.seconds,
             observers=observers,
-            # Episodes run in their own throw-away workspace: "ask" decisions are approved.
-            approver=allow_all,
+            # Sandboxed (default): every "ask" is denied unless the task approves the tool, and
+            # recorded; --unsafe-host approves them all.
+            approver=allow_all if approver is None else approver,
             trajectory_dir=traj_dir,
             workspace=env.workspace,
+            # What replay needs to re-run the calls where and as they ran (omni_agent.replay).
+            metadata={"toolsets": list(task.tools), "workspace": str(env.workspace.resolve()), "host_mode": job.host_mode,
+                      "sandbox": "none" if job.host_mode == "host" else str(tools.options.get("sandbox", "none")),
+                      "approve_tools": list(task.approve_tools)},  # fmt: skip
         )
         instruction = substitute(task.instruction_text, env.values)
         audio = task.instruction_audio
@@ -193,6 +206,10 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         )
         checks = await run_checks(task.checks, ctx)
         timings["checks"] = time.perf_counter() - t
+        shells = {tool.name for tool in tools.tools if tool.kind == "shell"}
+        denials = (approver.denials if approver is not None else []) + (
+            sandbox_refusals(result.messages, shell_tools=shells) if job.host_mode == "sandboxed" else []
+        )
         passed = all(c.passed for c in checks)
         fields: dict[str, Any] = dict(
             checks=checks,
@@ -206,6 +223,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             error=result.error,
             error_stage="run" if result.error else None,
             metrics=ctx.metrics,
+            denials=denials,
             trajectory=os.path.relpath(result.trajectory_dir, run_dir) if result.trajectory_dir else None,
         )
         if crashed and not passed:
@@ -268,16 +286,19 @@ class _UnavailabilityWatch(Model):
 
 
 class _Tools:
-    def __init__(self, tools: list[Tool], session: Any) -> None:
+    def __init__(self, tools: list[Tool], session: Any, options: dict[str, Any]) -> None:
         self.tools = tools
         self.session = session
+        self.options = options
 
 
-def _build_tools(task: Task, env: EpisodeEnvironment) -> _Tools:
+def _build_tools(task: Task, env: EpisodeEnvironment, *, host_mode: HostMode = "sandboxed") -> _Tools:
     from ..toolsets import load_toolsets
 
     names = [n for n in task.tools if n != "browser"]
-    options = dict(task.tool_options)
+    # The episode's own web app (setup.web) stays reachable from the sandbox; nothing else does.
+    ports = (int(env.values["port"]),) if "port" in env.values else ()
+    options = episode_tool_options(task.tool_options, host_mode=host_mode, local_ports=ports)
     if "desktop" in task.tools:
         # The desktop observer shows the screen after every step; a second copy in each
         # action's result would only cost tokens.
@@ -300,7 +321,7 @@ def _build_tools(task: Task, env: EpisodeEnvironment) -> _Tools:
         session = BrowserSession(BrowserConfig(**cfg))
         tools.extend(browser_tools(session.config, session=session))
     tools.extend(_function_tool(f) for f in task.functions)
-    return _Tools(tools, session)
+    return _Tools(tools, session, options)
 
 
 def _build_model(task: Task, model: str, values: dict[str, Any]) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..exceptions import UserError, require
 from .results import EpisodeResult
+from .safety import HostMode
 from .task import Task
 
 __all__ = ["ray_results"]
@@ -42,7 +43,7 @@ def _pack(episode_dir: Path) -> bytes:
     return data if len(data) <= MAX_ARTIFACT_BYTES else b""
 
 
-def _ray_episode(task_data: dict[str, Any], model: str, retries: int) -> tuple[str, bytes]:
+def _ray_episode(task_data: dict[str, Any], model: str, retries: int, host_mode: HostMode = "sandboxed") -> tuple[str, bytes]:
     """Body of one Ray task (runs on a node): the episode in a scratch run dir there."""
     from .runner import run_episode_with_retries
 
@@ -50,7 +51,8 @@ def _ray_episode(task_data: dict[str, Any], model: str, retries: int) -> tuple[s
     scratch = Path(tempfile.mkdtemp(prefix="omni-eval-ray-"))
     try:
         result = run_episode_with_retries(
-            task, model=model, run_dir=scratch, retries=retries, worker=f"ray:{socket.gethostname()}:{os.getpid()}"
+            task, model=model, run_dir=scratch, retries=retries, worker=f"ray:{socket.gethostname()}:{os.getpid()}",
+            host_mode=host_mode,
         )
         episode_dir = scratch / "episodes" / task.id
         artifact = _pack(episode_dir) if episode_dir.exists() else b""
@@ -68,7 +70,8 @@ def _unpack(data: bytes, target: Path) -> None:
 
 
 def ray_results(
-    tasks: list[Task], *, model: str, run_dir: Path, retries: int, address: str, workers: int = 2
+    tasks: list[Task], *, model: str, run_dir: Path, retries: int, address: str, workers: int = 2,
+    host_mode: HostMode = "sandboxed",
 ) -> Iterator[EpisodeResult]:
     """Submit every task as a Ray task; yield results as they finish (any order)."""
     ray = require("ray", "eval")
@@ -84,7 +87,7 @@ def ray_results(
         started_here = True
     try:
         remote = ray.remote(num_cpus=1, max_retries=1)(_ray_episode)
-        pending = {remote.remote(t.model_dump(mode="json"), model, retries): t for t in tasks}
+        pending = {remote.remote(t.model_dump(mode="json"), model, retries, host_mode): t for t in tasks}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

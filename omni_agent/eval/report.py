@@ -98,6 +98,14 @@ def _episode_page(run_dir: Path, result: EpisodeResult, summary: dict[str, Any])
     ]
     if result.metrics:
         rows.append(("metrics", _e(json.dumps(result.metrics))))
+    rows.append(("host", _e("sandboxed shell, asks denied" if result.host_mode == "sandboxed" else "--unsafe-host: shell on the host, asks approved")))
+    if result.denials:
+        denied = "".join(
+            f"<li><b>{_e(d.tool)}</b> {_e(json.dumps(d.arguments, ensure_ascii=False)[:300])}: "
+            f"{'denied by policy' if d.by == 'policy' else 'refused by the sandbox'} ({_e(d.reason)})</li>"
+            for d in result.denials
+        )
+        rows.append(("denied", f"<ul>{denied}</ul>"))
     if result.error:
         rows.append(("error", f"<pre>{_e(result.error)}</pre> stage: {_e(result.error_stage)}"))
     if result.attempt_errors:
@@ -165,6 +173,8 @@ def _index(results: list[EpisodeResult], summary: dict[str, Any]) -> str:
     for r in sorted(results, key=lambda r: r.episode_id):
         failing = [c.name for c in r.checks if not c.passed]
         note = r.error or ("failed: " + "; ".join(failing) if failing else "")
+        if r.denials:
+            note = f"{len(r.denials)} denied ({r.denials[0].tool}: {r.denials[0].reason}) " + note
         rows.append(
             f"<tr><td><a href='episodes/{_e(r.episode_id)}/index.html'>{_e(r.episode_id)}</a></td>"
             f"<td>{_e(r.category)}</td><td class={r.status}>{_e(r.status)}</td><td>{r.steps}</td>"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from ..machine import machine_info
 from .checks import CheckResult
+from .safety import Denial, HostMode
 
 __all__ = [
     "CategorySummary",
@@ -63,6 +64,10 @@ class EpisodeResult(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     trajectory: str | None = None
     """Trajectory directory, relative to the run directory."""
+    host_mode: HostMode = "sandboxed"
+    """sandboxed: shell in the sandbox, "ask" denied; host: the run used --unsafe-host."""
+    denials: list[Denial] = Field(default_factory=list)
+    """Calls the policy denied or the sandbox refused, in order (see :mod:`.safety`)."""
     worker: str = ""
     finished_at: str = ""
 

@@ -29,6 +29,7 @@ from typing import Any
 from ..exceptions import UserError
 from ..trajectory import utc_now
 from .episode import EpisodeJob
+from .forkserver import ForkServer, fork_server_supported
 from .policy import is_reference
 from .results import (
     EpisodeResult,
@@ -40,6 +41,7 @@ from .results import (
     summarize,
     write_json,
 )
+from .safety import HostMode
 from .task import Task
 
 __all__ = [
@@ -59,7 +61,8 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 RUN_INFO = "run.json"
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_LIVE: dict[int, Any] = {}
+"""Running workers by pid: subprocess.Popen, or forkserver.ForkedWorker (same pid/poll/wait)."""
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 """Set when the suite is interrupted: no new attempt starts, and a killed worker is not retried."""
@@ -107,8 +110,26 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
-def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -> EpisodeResult:
-    """One attempt in a fresh worker subprocess; a dead or hung worker becomes an infra error."""
+def _start_worker(job_path: Path, result_path: Path, log: Any, *, python: str | None, forks: ForkServer | None) -> Any:
+    """A fresh worker process: forked from the warm fork server when there is one (a few ms),
+    else ``python -m omni_agent.eval.worker`` (interpreter start-up and imports, ~0.4 s)."""
+    if forks is not None and python is None:
+        with contextlib.suppress(OSError):  # a fork server that went away: fall back to a subprocess
+            return forks.spawn(job_path, result_path, Path(log.name))
+    return subprocess.Popen(
+        [python or sys.executable, "-m", "omni_agent.eval.worker", str(job_path), str(result_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def run_attempt(
+    job: EpisodeJob, *, timeout: float, python: str | None = None, forks: ForkServer | None = None
+) -> EpisodeResult:
+    """One attempt in a fresh worker process; a dead or hung worker becomes an infra error."""
     if _STOPPING.is_set():
         raise SuiteInterrupted(job.episode_id)
     ep_dir = Path(job.episode_dir)
@@ -119,14 +140,7 @@ def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -
     job_path.write_text(job.model_dump_json(), encoding="utf-8")
     t0 = time.perf_counter()
     with open(ep_dir / "worker.log", "wb") as log:
-        proc = subprocess.Popen(
-            [python or sys.executable, "-m", "omni_agent.eval.worker", str(job_path), str(result_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        proc = _start_worker(job_path, result_path, log, python=python, forks=forks)
         with _LIVE_LOCK:
             _LIVE[proc.pid] = proc
         if _STOPPING.is_set():  # interrupted while this worker was starting
@@ -162,7 +176,15 @@ def run_attempt(job: EpisodeJob, *, timeout: float, python: str | None = None) -
 
 
 def run_episode_with_retries(
-    task: Task, *, model: str, run_dir: Path, retries: int, worker: str = "", python: str | None = None
+    task: Task,
+    *,
+    model: str,
+    run_dir: Path,
+    retries: int,
+    worker: str = "",
+    python: str | None = None,
+    host_mode: HostMode = "sandboxed",
+    forks: ForkServer | None = None,
 ) -> EpisodeResult:
     """Run attempts until one is not an infrastructure failure (or the retries are used up)."""
     errors: list[str] = []
@@ -176,8 +198,9 @@ def run_episode_with_retries(
             run_dir=str(run_dir),
             attempt=attempt,
             worker=worker,
+            host_mode=host_mode,
         )
-        result = run_attempt(job, timeout=task.limits.seconds + SETUP_ALLOWANCE_S, python=python)
+        result = run_attempt(job, timeout=task.limits.seconds + SETUP_ALLOWANCE_S, python=python, forks=forks)
         if not result.infra_error:
             break
         errors.append(f"attempt {attempt}: {result.error}")
@@ -230,10 +253,28 @@ def kill_live_workers() -> None:
     stragglers.start()
 
 
-def _local_results(tasks: list[Task], *, model: str, run_dir: Path, workers: int, retries: int) -> Iterator[EpisodeResult]:
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-worker") as pool:
+def _warm_workers() -> ForkServer | None:
+    """The fork server of pre-imported workers, or None where it cannot run (then each worker
+    is a plain subprocess). ``OMNI_EVAL_FORKSERVER=0`` turns it off."""
+    if os.environ.get("OMNI_EVAL_FORKSERVER", "1") == "0" or not fork_server_supported():
+        return None
+    try:
+        return ForkServer().start()
+    except (OSError, RuntimeError) as exc:
+        print(f"warning: no warm workers ({exc}); each episode starts a fresh Python", file=sys.stderr)
+        return None
+
+
+def _local_results(
+    tasks: list[Task], *, model: str, run_dir: Path, workers: int, retries: int, host_mode: HostMode
+) -> Iterator[EpisodeResult]:
+    forks = _warm_workers()
+    with contextlib.ExitStack() as stack, concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-worker") as pool:
+        if forks is not None:
+            stack.callback(forks.close)
         futures = [
-            pool.submit(run_episode_with_retries, t, model=model, run_dir=run_dir, retries=retries, worker=f"local-{i % workers}")
+            pool.submit(run_episode_with_retries, t, model=model, run_dir=run_dir, retries=retries,
+                        worker=f"local-{i % workers}", host_mode=host_mode, forks=forks)  # fmt: skip
             for i, t in enumerate(tasks)
         ]
         try:
@@ -273,9 +314,14 @@ def run_suite(
     progress: bool = True,
     report: bool = True,
     on_result: Callable[[EpisodeResult], None] | None = None,
+    unsafe_host: bool = False,
 ) -> Summary:
     """Run every task once (skipping finished ones when resuming); write results.jsonl,
-    summary.json and the HTML report into ``out``; return the summary."""
+    summary.json and the HTML report into ``out``; return the summary.
+
+    Episodes run their shell in the bubblewrap sandbox and deny "ask" decisions unless the task
+    approves the tool (:mod:`.safety`); ``unsafe_host=True`` (``--unsafe-host``) runs the shell
+    on this machine and approves every ask."""
     if workers < 1:
         raise UserError("--workers must be >= 1")
     if retries < 0:
@@ -283,6 +329,7 @@ def run_suite(
     if not tasks:
         raise UserError("the suite has no tasks")
     check_model(model, tasks, local=not ray_address)
+    host_mode: HostMode = "host" if unsafe_host else "sandboxed"
     _STOPPING.clear()
     run_dir = Path(out).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +342,7 @@ def run_suite(
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(
         suite=suite, model=model, policy=policy_label(model), scripted=is_reference(model) or model.startswith("scripted:"),
-        tasks=[t.id for t in tasks], workers=workers, ray=ray_address,
+        tasks=[t.id for t in tasks], workers=workers, ray=ray_address, host_mode=host_mode,
     )  # fmt: skip
     info.setdefault("started_at", utc_now())
     info.setdefault("resumes", -1)
@@ -307,9 +354,10 @@ def run_suite(
     if ray_address:
         from .ray_runner import ray_results
 
-        stream = ray_results(pending, model=model, run_dir=run_dir, retries=retries, address=ray_address, workers=workers)
+        stream = ray_results(pending, model=model, run_dir=run_dir, retries=retries, address=ray_address,
+                             workers=workers, host_mode=host_mode)  # fmt: skip
     else:
-        stream = _local_results(pending, model=model, run_dir=run_dir, workers=workers, retries=retries)
+        stream = _local_results(pending, model=model, run_dir=run_dir, workers=workers, retries=retries, host_mode=host_mode)
     bar = _Progress(len(tasks), len(done), enabled=progress, label=policy_label(model))
     try:
         with bar:

@@ -286,6 +286,11 @@ class Task(_Strict):
         description="Schema-only functions (OpenAI format) for function-calling tasks; calls are recorded, not run.",
     )
     system: str | None = Field(None, description="System prompt override.")
+    approve_tools: list[str] = Field(
+        default_factory=list,
+        description='Tools whose "ask" decisions (dangerous-looking arguments, calls after untrusted content) '
+        "are approved in this task; every other ask is denied and shown in the report.",
+    )
     display: bool | None = Field(None, description="Start a virtual display (default: when desktop tools or setup need one).")
     setup: Setup = Field(default_factory=Setup)
     limits: Limits = Field(default_factory=Limits)

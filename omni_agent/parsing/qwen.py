@@ -174,8 +174,17 @@ class QwenScanner:
                 self._buf = buf[m.start() :]
                 return
             self._text(buf[pos : m.start()])
-            self._tag(tag)
+            if self.mode == "call" and tag in (CALL_OPEN, CALL_CLOSE) and self._inside_json_string():
+                self._call_parts.append(tag)  # text of an argument value, not a tag
+            else:
+                self._tag(tag)
             pos = m.end()
+
+    def _inside_json_string(self) -> bool:
+        """True when the open call block stops inside a string literal: a ``<tool_call>`` or
+        ``</tool_call>`` there is part of an argument's value (code, HTML, docs about the
+        format), and cutting the call at it would lose the rest."""
+        return ends_inside_string("".join(self._call_parts))
 
     def _text(self, text: str) -> None:
         if not text:
@@ -270,6 +279,9 @@ class _TextSink:
         self.pending = ""
         """Held tail: trailing whitespace, or a possible fence opener with the space before it."""
         self.started = False
+        self.code_fences = 0
+        self.line_start = True
+        """Fence lines (```...) in the text emitted so far: odd means a code block is open."""
         self.fence_open = False
         self.after_block = False
         self.gap = ""
@@ -322,6 +334,8 @@ class _TextSink:
         if not self.fences:
             return
         body = self.pending.strip()
+        if body == _CLOSE_FENCE and self.code_fences % 2 == 1:
+            return  # it closes the code block the visible text opened: it stays text
         if _is_fence_opener(body):
             self._note_fence("opening")
             self.pending = self.pending[: len(self.pending) - len(self.pending.lstrip())]
@@ -346,6 +360,8 @@ class _TextSink:
     def _emit(self, text: str) -> None:
         if text:
             self.started = True
+            self.code_fences += len(_FENCE_RUN_RE.findall(("\n" if self.line_start else "") + text))
+            self.line_start = text.endswith("\n")
             self.out.append(("text", self.channel, text))
 
     def _note_fence(self, which: str) -> None:
@@ -363,6 +379,7 @@ class _TextSink:
 
 
 _FENCE_OPENER_RE = re.compile(r"`{3}[A-Za-z0-9_+\-]*")
+_FENCE_RUN_RE = re.compile(r"\n[ \t]*`{3,}")
 
 
 def _is_fence_opener(text: str) -> bool:

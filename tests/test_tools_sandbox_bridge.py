@@ -1,0 +1,69 @@
+"""The sandbox's loopback bridge: a sandboxed command reaches the listed 127.0.0.1 ports of the
+host and no other; the command's exit status and a persistent session work through the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from omni_agent.tool import ToolContext
+from omni_agent.tools.shell import shell_tools
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        body = f"hello from {self.server.server_address[1]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def two_servers() -> Iterator[tuple[int, int]]:
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    yield servers[0].server_address[1], servers[1].server_address[1]
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def _run(tool, commands: list[str], ws: Path) -> list[str]:  # type: ignore[no-untyped-def]
+    async def go() -> list[str]:
+        ctx = ToolContext(workspace=ws, state={})
+        return [(await tool.call({"command": c}, ctx)).text for c in commands]
+
+    return asyncio.run(go())
+
+
+def test_only_the_listed_port_is_reachable(tmp_path: Path, two_servers: tuple[int, int]) -> None:
+    allowed, other = two_servers
+    [shell] = shell_tools(workspace=tmp_path, sandbox="bubblewrap", local_ports=(allowed,))
+    assert f"no network except 127.0.0.1:{allowed}" in shell.description
+    ok, refused, code = _run(shell, [f"curl -sS http://127.0.0.1:{allowed}/", f"curl -sS http://127.0.0.1:{other}/", "exit 3"], tmp_path)
+    assert f"hello from {allowed}" in ok and "[exit code 0]" in ok
+    assert "Failed to connect" in refused and "[exit code 7]" in refused
+    assert code.endswith("[exit code 3]")
+
+
+def test_without_ports_the_sandbox_has_no_network(tmp_path: Path, two_servers: tuple[int, int]) -> None:
+    [shell] = shell_tools(workspace=tmp_path, sandbox="bubblewrap")
+    [out] = _run(shell, [f"curl -sS http://127.0.0.1:{two_servers[0]}/"], tmp_path)
+    assert "Failed to connect" in out
+
+
+def test_a_persistent_session_keeps_state_through_the_relay(tmp_path: Path, two_servers: tuple[int, int]) -> None:
+    allowed, _ = two_servers
+    [shell] = shell_tools(workspace=tmp_path, sandbox="bubblewrap", local_ports=(allowed,), persistent=True)
+    first, second = _run(shell, [f"export U=http://127.0.0.1:{allowed}/", 'curl -sS "$U"'], tmp_path)
+    assert "[exit code 0]" in first and f"hello from {allowed}" in second
