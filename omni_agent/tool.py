@@ -106,6 +106,9 @@ class Tool:
     (e.g. ``rm -rf /`` for the shell tool), else None. Called by the policy before execution."""
     reads_untrusted: bool = False
     """True for tools whose output carries outside content (web pages, downloaded files)."""
+    preflight: Callable[[], Any] | None = None
+    """Checked when a run starts, before the model is called: raises a clear error when something
+    the tool needs (a display, a browser) is missing, rather than failing on every call."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not TOOL_NAME_RE.fullmatch(self.name):
@@ -130,6 +133,15 @@ class Tool:
             Draft202012Validator.check_schema(self.parameters)
         except SchemaError as exc:
             raise ToolDefinitionError(f"tool {self.name}: invalid JSON Schema: {exc.message}") from exc
+
+    # -- direct calls (unit tests, scripts) ---------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function as written: ``save_note("x")`` returns what the function
+        returns (an async tool returns its coroutine: ``await fetch(url)``). No validation and no
+        ``ToolOutput`` conversion; a :class:`ToolContext` parameter left out gets a fresh one."""
+        if self.context_param and self.context_param not in kwargs and not _context_given(args):
+            args = (ToolContext(), *args)  # the context is always the first parameter
+        return self.fn(*args, **kwargs)
 
     # -- schema views -------------------------------------------------------------------------
     def openai_schema(self) -> dict[str, Any]:
@@ -189,6 +201,10 @@ class Tool:
             context_param=first_param_is_context(fn, ToolContext),
             **options,
         )
+
+
+def _context_given(args: tuple[Any, ...]) -> bool:
+    return bool(args) and isinstance(args[0], ToolContext)
 
 
 async def run_in_daemon_thread(fn: Callable[[], Any]) -> Any:

@@ -6,7 +6,8 @@ virtual display (when the task needs one; the worker process's ``DISPLAY`` point
 own browser (a fresh :class:`BrowserSession`, so nothing is shared between episodes).
 
 Failures are sorted here: setup failures and a browser that crashed are infrastructure errors
-(``infra_error=True``: the runner retries them); a model that answers wrongly, runs out of
+(``infra_error=True``: the runner retries them); mistakes in the task file itself (a tool module
+that does not load, bad tool options) are task errors (``error_stage="task"``, never retried); a model that answers wrongly, runs out of
 steps or time, or calls tools badly is a failed episode (never retried); a check that raises is a
 failed check.
 """
@@ -21,15 +22,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from ..exceptions import UserError
 from ..messages import AssistantMessage, ToolCall
 from ..models.base import Model, ModelChunk, ModelRequest, ModelResponse
 from ..tool import Tool, ToolOutput
 from ..trajectory import utc_now
 from .checks import CheckContext, run_checks
 from .policy import is_reference, reference_model
-from .results import EpisodeResult
+from .results import TASK_STAGE, EpisodeResult
 from .setup import EpisodeEnvironment, SetupError
 from .task import BrowserSetup, Task, substitute
 
@@ -119,6 +121,9 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
                 await _prepare_browser(session, task.setup.browser, env.values)
         except SetupError as exc:
             return done(status="error", error=exc.message, error_stage="setup", infra_error=True, model=label)
+        except (UserError, ValidationError) as exc:  # the task file's own mistake: retrying cannot help
+            return done(status="error", error=f"task file: {_first_line(exc)}", error_stage=TASK_STAGE,
+                        infra_error=False, model=label)  # fmt: skip
         except Exception as exc:
             return done(status="error", error=f"setup failed: {type(exc).__name__}: {_first_line(exc)}",
                         error_stage="setup", infra_error=True, model=label)  # fmt: skip
@@ -166,7 +171,10 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         instruction = substitute(task.instruction_text, env.values)
         audio = task.instruction_audio
         t = time.perf_counter()
-        result = await agent.arun(instruction, audio=str(task.base_dir / audio) if audio else None)
+        try:
+            result = await agent.arun(instruction, audio=str(task.base_dir / audio) if audio else None)
+        except OmniAgentError as exc:  # a check at run start: the display or browser set up for it is gone
+            return done(status="error", error=exc.message, error_stage="setup", infra_error=True, model=label)
         timings["agent"] = time.perf_counter() - t
         await model.aclose()
 
