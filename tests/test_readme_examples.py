@@ -60,6 +60,29 @@ def test_the_ten_line_example_runs_against_an_openai_server(openai_server: OpenA
     assert tool_turn["role"] == "tool" and tool_turn["content"] == "42"  # the real function ran
 
 
+def block_with(marker: str) -> str:
+    (block,) = [b for b in python_blocks() if marker in b]
+    return block
+
+
+def test_the_scripted_policy_example_runs_as_printed(tmp_path: Path) -> None:
+    code = block_with("ScriptedModel([\n    '<tool_call>")
+    assert "ModelResponse(" in code  # both forms a scripted policy takes
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "2 + 40 = 42 and 1 + 1 = 2. 42\n"
+
+
+def test_the_desktop_example_runs_as_printed_and_is_the_example_file(tmp_path: Path) -> None:
+    code = block_with("VirtualDisplay")
+    example = (README.parent / "examples" / "desktop_script.py").read_text(encoding="utf-8")
+    assert code in example, "the README's desktop example and examples/desktop_script.py differ"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer, page = proc.stdout.splitlines()
+    assert answer == "answer - I clicked the middle of the screen." and Path(page.removeprefix("page: ")).is_file()
+
+
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_every_python_block_compiles_and_imports_real_names(index: int) -> None:
     code = python_blocks()[index]
