@@ -15,7 +15,9 @@ The per-call phase (validate, policy, execute with timeouts) lives in :mod:`omni
 this module keeps the step loop around it.
 
 Conventions for tools: ``ToolContext.state`` is shared by the tools of one run; values in it
-with an ``aclose()`` or ``close()`` method are closed when the run ends. A tool that returns
+with an ``aclose()`` or ``close()`` method are closed when the run ends, except the caller's own
+objects under ``LOOP_BOUND_STATE`` keys, which only a blocking ``Agent.run()`` ends (its event
+loop ends with it). A tool that returns
 ``ToolOutput(needs_confirmation=reason)`` is asked about through the approver; when approved it
 is called once more with its call id in ``state["confirmed_calls"]``.
 """
@@ -23,6 +25,7 @@ is called once more with its call id in ``state["confirmed_calls"]``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import hashlib
 import inspect
@@ -59,7 +62,7 @@ from .observers import Observer
 from .parsing.types import ParseProblem
 from .policy import Approver, DefaultPolicy, Policy, PolicyState, deny_all
 from .registry import ToolRegistry
-from .tool import Tool, ToolContext
+from .tool import LOOP_BOUND_STATE, Tool, ToolContext
 from .trajectory import RunMeta, RunRecorder, StepRecord, new_run_id
 from .wording import plural
 
@@ -72,6 +75,9 @@ ImagesInput = Union[Sequence[Any], None]
 
 OBSERVER_TIMEOUT_S = 60.0
 """Longest wait for one observation when the run has no wall-clock limit left to bound it."""
+
+_BLOCKING = contextvars.ContextVar("omni_agent_blocking_run", default=False)
+"""True inside :meth:`Agent.run`, whose event loop ends with the run."""
 
 DEFAULT_TRAJECTORY_DIR = "runs"
 """Where runs are recorded unless ``trajectory_dir`` says otherwise (the CLI's default too);
@@ -267,8 +273,17 @@ class Agent:
         audio: AudioInput = None,
         images: ImagesInput = None,
     ) -> RunResult:
-        """Blocking twin of :meth:`arun` (not from inside a running event loop)."""
-        return run_blocking(self.arun(instruction, audio=audio, images=images), what="Agent.run()")
+        """Blocking twin of :meth:`arun` (not from inside a running event loop).
+
+        The run gets its own event loop, which ends with it: a browser session you passed in is
+        closed then (a browser cannot outlive its loop). To use it after the run, ``await
+        agent.arun(...)`` in your own loop."""
+        return run_blocking(_blocking(self.arun(instruction, audio=audio, images=images)), what="Agent.run()")
+
+
+async def _blocking(coro: Any) -> Any:
+    _BLOCKING.set(True)
+    return await coro
 
 
 def run_blocking(coro: Any, *, what: str) -> Any:
@@ -761,6 +776,8 @@ class _RunBody:
     async def _close_state(self) -> None:
         for key, value in list(self.state.items()):
             closer = getattr(value, "aclose", None) or getattr(value, "close", None)
+            if key.startswith(LOOP_BOUND_STATE):  # the caller's: ended only with a blocking run's loop
+                closer = getattr(value, "loop_ending", None) if _BLOCKING.get() else None
             if closer is None or not callable(closer):
                 continue
             try:

@@ -28,7 +28,7 @@ from .schema import first_param_is_context, model_schema, signature_model
 if TYPE_CHECKING:
     from .events import EventBus
 
-__all__ = ["Tool", "ToolContext", "ToolOutput", "tool", "TOOL_NAME_RE"]
+__all__ = ["LOOP_BOUND_STATE", "Tool", "ToolContext", "ToolOutput", "tool", "TOOL_NAME_RE"]
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
@@ -78,6 +78,11 @@ class ToolContext:
     """Run-wide scratch space shared by all tools of one run (e.g. the browser session)."""
     untrusted_content_seen: bool = False
 
+
+LOOP_BOUND_STATE = "omni_agent.loop_bound:"
+"""Prefix of ``ToolContext.state`` keys for the caller's own objects bound to the run's event loop
+(a browser session passed in): a run leaves them open, unless it is a blocking ``Agent.run()``,
+whose loop ends with it; then their ``loop_ending()`` is awaited."""
 
 ToolFn = Callable[..., Any]
 

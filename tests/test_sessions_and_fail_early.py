@@ -18,6 +18,7 @@ from omni_agent import (
     DesktopController,
     DisplayError,
     ScriptedModel,
+    UserError,
     VirtualDisplay,
     browser_tools,
     desktop_tools,
@@ -47,6 +48,18 @@ def test_a_browser_session_passed_in_stays_open_with_the_page_the_agent_left(bro
         assert not session.running  # closed by its owner
 
     asyncio.run(go())
+
+
+def test_after_a_blocking_run_reading_the_page_says_why_it_cannot(browser_site) -> None:  # noqa: ANN001
+    session = BrowserSession()
+    tools = browser_tools(session=session)
+    for _ in range(2):  # each blocking run may use it again
+        model = ScriptedModel([tool_call("browser_goto", url=browser_site.url("/")), "opened"])
+        assert Agent(model, tools, trajectory_dir=None).run("open it").answer == "opened"
+        assert not session.running and session.pid is None  # its event loop ended with the run
+    with pytest.raises(UserError, match=r"closed when Agent.run\(\) ended.*await agent.arun"):
+        asyncio.run(session.page())  # not a fresh blank browser read as "the page"
+    assert session.launches == 2
 
 
 def test_a_browser_session_the_tools_made_is_closed_when_the_run_ends(browser_site) -> None:  # noqa: ANN001

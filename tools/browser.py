@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from omni_agent.coords import QWEN3_SPEC, QWEN25_SPEC, model_to_image
 from omni_agent.exceptions import ToolExecutionError
-from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
+from omni_agent.tool import LOOP_BOUND_STATE, Tool, ToolContext, ToolOutput, tool
 
 from .browser_session import BrowserConfig, BrowserSession, TabInfo, find_chromium
 
@@ -98,10 +98,11 @@ def browser_tools(
     """The browser tools sharing one session. Pass ``session`` to share it with a
     :class:`~omni_agent.tools.browser_observer.BrowserScreenshotObserver` or your own code.
 
-    A session you pass in is yours: runs never close it, so you can read the page afterwards
-    (close it yourself, e.g. ``async with BrowserSession() as session``). A session these tools
-    create is closed when each run ends (``BrowserConfig.close_after_run``). ``close_with_run``
-    overrides either default.
+    A session you pass in is yours: ``await agent.arun()`` never closes it, so you can read the
+    page afterwards (close it yourself, e.g. ``async with BrowserSession() as session``); a
+    blocking ``agent.run()`` has its own event loop, which the browser cannot outlive. A session
+    these tools create is closed when each run ends (``BrowserConfig.close_after_run``).
+    ``close_with_run`` overrides either default.
     """
     owned = session is None
     if session is None:
@@ -224,6 +225,9 @@ class _BrowserToolkit:
         s.workspace = self.cfg.workspace or ctx.workspace
         if self.close_with_run:
             ctx.state.setdefault(f"omni_agent.tools.browser:{id(s)}", s)
+        else:  # the caller's: left open, unless a blocking Agent.run()'s event loop ends under it
+            s.closed_with_run = False
+            ctx.state.setdefault(f"{LOOP_BOUND_STATE}browser:{id(s)}", s)
         return s
 
     async def tab_line(self, page: "Page") -> str:

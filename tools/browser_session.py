@@ -177,6 +177,8 @@ class BrowserSession:
         self._new_pages: list[Page] = []
         self._downloads: list[Path] = []
         self._download_event: asyncio.Event | None = None
+        self.closed_with_run = False
+        """True once a blocking ``Agent.run()`` ended and closed this (the caller's) session."""
 
     async def __aenter__(self) -> "BrowserSession":
         return self
@@ -217,8 +219,21 @@ class BrowserSession:
         """The browser process id (the one to kill to simulate a crash)."""
         return self._pid
 
+    async def loop_ending(self) -> None:
+        """The event loop of a blocking ``Agent.run()`` ends: close the browser (it cannot outlive
+        its loop) and remember why, so that reading the page afterwards says so rather than
+        opening a fresh blank browser."""
+        await self.close()
+        self.closed_with_run = True
+
     async def ensure_started(self) -> None:
         """Launch the browser if it is not running; relaunch it after a crash."""
+        if self.closed_with_run:
+            raise UserError(
+                "this browser session was closed when Agent.run() ended: a blocking run has its own event "
+                "loop and the browser cannot outlive it. To read the page after a run, await agent.arun(...) "
+                "in your own event loop (see examples/browser_script.py)"
+            )
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
             # Playwright objects of a finished loop cannot be used or closed from this one.
