@@ -619,7 +619,8 @@ class _RunBody:
         for r in results:
             self.history.append(ToolMessage(result=r))
         if fatal:
-            self.history.append(UserMessage(_problem_feedback(fatal, token_limit=agent.settings.max_new_tokens if cut_off else None)))
+            limit = agent.settings.max_new_tokens if cut_off else None  # a call cut off: say why
+            self.history.append(UserMessage(_problem_feedback(fatal, token_limit=limit)))
 
         finishing = next((o.output for o in outcomes if o.finishes), None)
         if finishing is not None:

@@ -4,7 +4,6 @@ page unless told not to."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -63,8 +62,8 @@ def test_an_agent_records_its_trajectory_and_page_by_default(tmp_path: Path, mon
     assert result.report == result.trajectory_dir / "index.html"
     page = result.report.read_text(encoding="utf-8")
     assert "said hi" in page and "echo" in page
-    steps = [json.loads(line) for line in (result.trajectory_dir / "steps.jsonl").read_text().splitlines()]
-    assert len(steps) == 2
+    trajectory = omni_agent.load_trajectory(result.trajectory_dir)
+    assert [s.outcome for s in trajectory.steps] == ["tools", "answer"]
 
 
 def test_the_default_follows_the_runs_dir_variable_and_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
