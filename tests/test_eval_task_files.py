@@ -99,7 +99,7 @@ def test_an_unquoted_on_key_is_refused_with_the_fix_named(write_suite) -> None: 
     text = CALL_TASK.format(id="lights", properties="        room: {type: string}\n        on: {type: boolean}", required="'on'")
     suite = write_suite({"lights.yaml": text})
     with pytest.raises(TaskFileError) as info:
-        load_suite(suite)
+        load_task(suite / "lights.yaml")
     assert "lights.yaml:11: functions[0].function.parameters.properties.on: YAML reads the key on as the bool True" in str(info.value)
     assert "quote it ('on': ...)" in str(info.value)
     (suite / "lights.yaml").write_text(text.replace("        on:", "        'on':"))
@@ -118,7 +118,7 @@ def test_missing_files_named_relative_to_the_task_fail_at_load(write_suite) -> N
     text = text.replace("setup:\n", "setup:\n  files: {data.txt: {source: data/in.txt}}\n")
     suite = write_suite({"t.yaml": text})
     with pytest.raises(TaskFileError) as info:
-        load_suite(suite)
+        load_task(suite / "t.yaml")
     fields = [(field, message.split(":")[0]) for _, field, message in info.value.problems]
     assert fields == [("instruction.audio", "audio file not found"), ("setup.files.data.txt.source", "source file not found")]
 
