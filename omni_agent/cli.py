@@ -384,7 +384,7 @@ def main() -> None:
             raise
         code = 2 if isinstance(exc, (UserError, DisplayError, MissingDependencyError)) else 1  # fix the setup
         name = "" if isinstance(exc, OmniAgentError) else f"{type(exc).__name__}: "
-        err.print(f"[bold red]error:[/] {escape(name + str(exc))}  [dim](--debug for details)[/]")
+        err.print(f"[bold red]error:[/] {escape(name + str(exc))}  [dim](--debug for details)[/]", soft_wrap=True)
         sys.exit(code)
 
 

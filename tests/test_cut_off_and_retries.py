@@ -91,15 +91,18 @@ def test_a_server_error_is_not_retried_and_is_named(openai_server: OpenAITestSer
 
 
 def test_rate_limits_and_unavailable_servers_are_retried(openai_server: OpenAITestServer) -> None:
-    openai_server.reply_error(429, "slow down", headers={"Retry-After": "0"})
-    openai_server.reply_error(503, "loading the model")
+    openai_server.reply_error(429, "slow down", headers={"Retry-After": "0"}, kind="RateLimitError")
+    openai_server.reply_error(503, "loading the model", kind="ServiceUnavailableError")
     openai_server.reply_stream([chat_chunk(content="fine"), chat_chunk(finish_reason="stop")])
     notices: list[str] = []
     model = _model(openai_server)
     model.on_retry = lambda n: notices.append(n.reason)
     result = Agent(model, [add], trajectory_dir=None).run("x")
     assert result.answer == "fine" and len(openai_server.chat_requests()) == 3
-    assert notices == ["rate limited (HTTP 429): slow down", "unavailable (HTTP 503): loading the model"]
+    assert notices == [
+        "rate limited (HTTP 429): slow down (RateLimitError)",
+        "unavailable (HTTP 503): loading the model (ServiceUnavailableError)",
+    ]
 
 
 def test_the_local_backend_stopping_at_max_new_tokens_is_a_token_limit(tiny_qwen3_omni) -> None:  # noqa: ANN001
