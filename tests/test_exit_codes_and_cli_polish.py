@@ -41,13 +41,14 @@ def test_eval_exits_1_on_failed_episodes_unless_allowed_and_compare_can_fail_on_
 
 @pytest.mark.parametrize(
     "command",
-    [["run"], ["tools"], ["parse"], ["replay"], ["eval", "run"], ["eval", "compare"], ["eval", "validate"]],
+    [["run"], ["tools"], ["parse"], ["replay"], ["listen"], ["eval", "run"], ["eval", "compare"], ["eval", "validate"],
+     ["eval", "schema"]],  # fmt: skip
 )
 def test_every_command_lists_its_exit_codes_in_help(command: list[str]) -> None:
     res = _invoke(*command, "--help")
     assert res.exit_code == 0
     text = " ".join(res.output.split())
-    assert "Exit codes: 0 " in text and (" 2 " in text or command == ["eval", "compare"])
+    assert "Exit codes: 0 " in text and (" 2 " in text or command in (["eval", "compare"], ["eval", "schema"]))
     if command == ["run"]:
         assert "3 stopped without an answer" in text
     if command == ["eval", "run"]:

@@ -128,3 +128,28 @@ def test_the_cli_stops_the_same_way_in_one_line(tmp_path: Path) -> None:
     assert line.startswith("error:") and "DISPLAY" in line
     assert not (tmp_path / "runs").exists()
 
+
+
+def test_speaking_without_a_sound_device_fails_before_the_model_is_called(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from omni_agent import attach_voice_output
+    from omni_agent.voice.microphone import AudioDeviceError
+
+    monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path}/no-sound-server")  # no device, whatever runs here
+    model = ScriptedModel(["hello"])
+    agent = Agent(model, trajectory_dir=None)
+    with pytest.raises(AudioDeviceError, match="no audio output device"):
+        attach_voice_output(agent, engine="silent")
+    assert model.requests == []
+
+    script = tmp_path / "policy.yaml"
+    script.write_text("- hello\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PULSE_SERVER": f"unix:{tmp_path}/no-sound-server"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "omni_agent.cli", "run", "hi", "--tools", "", "--speak", "--model", f"scripted:{script}",
+         "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line.startswith("error:") and "no audio output device" in line and "--speak-to DIR" in line
+    assert not (tmp_path / "runs").exists()

@@ -86,12 +86,13 @@ def run_cmd(
 
     Exit codes: 0 every episode passed; 1 an episode failed or errored (0 with --allow-failures);
     2 bad usage, suite or model spec; 130 interrupted (resume with --resume)."""
-    from .loading import load_suite
+    from .loading import check_task_tools, load_suite
     from .runner import run_suite
 
     run_dir: Path | None = None
     try:
         tasks = load_suite(suite)
+        check_task_tools(tasks)  # a tool module that does not load fails here, not in every episode
         if only:
             wanted = {w.strip() for w in only.split(",") if w.strip()}
             tasks = [t for t in tasks if t.id in wanted or t.category in wanted]
@@ -202,7 +203,9 @@ def validate_cmd(
 
 @eval_app.command("schema")
 def schema_cmd() -> None:
-    """Print the JSON Schema of task files (the one published as tasks/schema.json)."""
+    """Print the JSON Schema of task files (the one published as tasks/schema.json).
+
+    Exit codes: 0 printed."""
     from .task import schema_text
 
     sys.stdout.write(schema_text())
