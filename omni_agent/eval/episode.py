@@ -166,6 +166,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             # Episodes run in their own throw-away workspace: "ask" decisions are approved.
             approver=allow_all,
             trajectory_dir=traj_dir,
+            html_report=False,  # the suite report renders each episode's page
             workspace=env.workspace,
         )
         instruction = substitute(task.instruction_text, env.values)
