@@ -245,7 +245,7 @@ def run_cmd(
     finally:
         if voice_out is not None:
             voice_out.close()
-    report = _html_report(result.trajectory_dir) if result.trajectory_dir else None
+    report = result.report  # the Agent wrote the page when the run ended
     if as_json:
         doc = {k: v for k, v in result.model_dump(mode="json").items() if k != "messages"}
         doc["report"] = str(report) if report else None
