@@ -111,8 +111,9 @@ def browser_tools(
         raise ToolExecutionError("pass either config or a session (whose config is used), not both")
     close = owned and session.config.close_after_run if close_with_run is None else close_with_run
     tools = _BrowserToolkit(session, close_with_run=close).tools()
+    check = session.check_can_start  # no Chromium / no display: one clear error at run start
     for t in tools:
-        t.preflight = session.check_can_start  # no Chromium / no display: one clear error at run start
+        t.preflight = check
     return tools
 
 
