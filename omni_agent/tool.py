@@ -279,6 +279,7 @@ def tool(
     kind: str = "generic",
     assess: Callable[[dict[str, Any]], str | None] | None = None,
     reads_untrusted: bool = False,
+    preflight: Callable[[], Any] | None = None,
 ) -> Callable[[ToolFn], Tool]: ...
 
 
@@ -295,12 +296,14 @@ def tool(
     kind: str = "generic",
     assess: Callable[[dict[str, Any]], str | None] | None = None,
     reads_untrusted: bool = False,
+    preflight: Callable[[], Any] | None = None,
 ) -> Tool | Callable[[ToolFn], Tool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
     The JSON Schema comes from the type hints (str, int, float, bool, lists, dicts, Literal,
     enums, Optional, defaults, pydantic models); descriptions come from the docstring. A first
     parameter annotated :class:`ToolContext` is injected by the agent and hidden from the model.
+    ``preflight`` is checked when a run starts (raise when what the tool needs is missing).
     """
 
     def build(f: ToolFn) -> Tool:
@@ -325,6 +328,7 @@ def tool(
             kind=kind,
             assess=assess,
             reads_untrusted=reads_untrusted,
+            preflight=preflight,
         )
 
     if fn is not None:

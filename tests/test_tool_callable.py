@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 
+import pytest
+
 from omni_agent import Tool, ToolContext, ToolOutput, tool
 
 
@@ -52,3 +54,25 @@ def test_the_agent_side_call_is_unchanged() -> None:
     assert isinstance(out, ToolOutput) and out.text == "saved 'z' under misc"
     out = asyncio.run(fetch_page.call({"url": "u"}))
     assert out.data == {"url": "u", "status": "ok"}
+
+
+def test_a_tool_s_preflight_runs_once_per_run_before_the_model() -> None:
+    from omni_agent import Agent, ScriptedModel, UserError
+
+    checks: list[str] = []
+
+    def need_device() -> None:
+        checks.append("checked")
+        if len(checks) > 1:
+            raise UserError("the device went away")
+
+    @tool(preflight=need_device)
+    def beep() -> str:
+        """Beep."""
+        return "beep"
+
+    model = ScriptedModel(["fine", "never"])
+    assert Agent(model, [beep], trajectory_dir=None).run("x").answer == "fine"
+    with pytest.raises(UserError, match="the device went away"):
+        Agent(model, [beep], trajectory_dir=None).run("x")
+    assert checks == ["checked", "checked"] and len(model.requests) == 1
