@@ -17,11 +17,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .exceptions import OmniAgentError, UserError
+from .exceptions import DisplayError, MissingDependencyError, OmniAgentError, UserError
+from .flags import DebugAnywhereGroup
 
 app = typer.Typer(
+    cls=DebugAnywhereGroup,
     name="omni-agent",
-    help="Tool-calling multimodal agents on Qwen-Omni: run, inspect tools, debug parsing, replay.",
+    help="Tool-calling multimodal agents on Qwen-Omni: run, inspect tools, debug parsing, replay.\n\n"
+    "Exit codes: 0 success; 1 failure (see each command); 2 bad usage or configuration; 130 interrupted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -32,9 +35,10 @@ _DEBUG = {"on": os.environ.get("OMNI_AGENT_DEBUG") == "1"}
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors (anywhere on the line).")) -> None:
     if debug:
         _DEBUG["on"] = True
+        os.environ["OMNI_AGENT_DEBUG"] = "1"  # sub-apps (eval) and their workers read it
 
 
 # ------------------------------------------------------------------------------------------
@@ -49,7 +53,9 @@ def tools_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the OpenAI-format schemas as JSON."),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w", help="Workspace for file/shell tools."),
 ) -> None:
-    """List tools and their JSON Schemas."""
+    """List tools and their JSON Schemas.
+
+    Exit codes: 0 listed; 2 a tool set cannot be loaded."""
     from .toolsets import load_toolsets
 
     loaded = load_toolsets(tools, workspace=workspace)
@@ -90,7 +96,9 @@ def parse_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     workspace: Path = typer.Option(Path("."), "--workspace", "-w"),
 ) -> None:
-    """Parse raw model output into visible text, thinking, calls and problems."""
+    """Parse raw model output into visible text, thinking, calls and problems.
+
+    Exit codes: 0 every call readable (and valid, with --tools); 1 a call unreadable or invalid; 2 bad input."""
     from .parsing import parse_output
     from .registry import ToolRegistry
     from .toolsets import load_toolsets
@@ -169,7 +177,12 @@ def run_cmd(
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (where the backend supports it)."),
 ) -> None:
-    """Run an agent on one instruction with a live step display."""
+    """Run an agent on one instruction with a live step display.
+
+    Exit codes: 0 answered (or a finishing tool ended the run); 3 stopped without an answer (step
+    or time limit, repeated failures, a loop, a model error, output cut off at the token limit);
+    2 bad usage or configuration (missing display, browser, sound device); 1 other errors; 130
+    interrupted (the trajectory is kept)."""
     from .display import LiveDisplay
     from .loop import Agent, StopReason
     from .messages import AudioPart, ImagePart
@@ -179,6 +192,7 @@ def run_cmd(
     from .toolsets import split_toolset_names
 
     _stop_on_sigterm()
+    speak = speak or speak_to is not None  # --speak-to DIR alone means "speak, to DIR"
     if not instruction and audio is None:
         raise UserError("give an instruction, --audio, or both")
     if audio is not None and not audio.is_file():
@@ -231,7 +245,7 @@ def run_cmd(
     finally:
         if voice_out is not None:
             voice_out.close()
-    report = _html_report(result.trajectory_dir) if result.trajectory_dir else None
+    report = result.report  # the Agent wrote the page when the run ended
     if as_json:
         doc = {k: v for k, v in result.model_dump(mode="json").items() if k != "messages"}
         doc["report"] = str(report) if report else None
@@ -323,7 +337,9 @@ def replay_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Re-execute a trajectory's recorded calls without a model; report where the world diverged.
-    Shell commands run only in the recorded (or given) workspace and sandbox, under the run's policy."""
+    Shell commands run only in the recorded (or given) workspace and sandbox, under the run's policy.
+
+    Exit codes: 0 every call gave the recorded result; 1 the replay diverged; 2 bad input."""
     from .replay_setup import replay_tools
     from .replay import replay
 
@@ -351,7 +367,7 @@ _mount_subcommands()
 
 def main() -> None:
     """Console entry point: one clear line per error unless --debug."""
-    if "--debug" in sys.argv[1:2]:
+    if "--debug" in sys.argv[1:]:  # the group accepts it anywhere; errors before parsing need it too
         _DEBUG["on"] = True
     try:
         app()
@@ -363,9 +379,9 @@ def main() -> None:
     except Exception as exc:  # the one place errors are turned into a line for the user
         if _DEBUG["on"]:
             raise
-        code = 2 if isinstance(exc, UserError) else 1
+        code = 2 if isinstance(exc, (UserError, DisplayError, MissingDependencyError)) else 1  # fix the setup
         name = "" if isinstance(exc, OmniAgentError) else f"{type(exc).__name__}: "
-        err.print(f"[bold red]error:[/] {escape(name + str(exc))}  [dim](--debug for details)[/]")
+        err.print(f"[bold red]error:[/] {escape(name + str(exc))}  [dim](--debug for details)[/]", soft_wrap=True)
         sys.exit(code)
 
 

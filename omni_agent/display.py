@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from . import events as ev
+from .wording import plural
 
 __all__ = ["LiveDisplay"]
 
@@ -127,10 +128,16 @@ class LiveDisplay:
             if event.kind == "tool":  # the failed call's result line says the same
                 return
             self._stop_live()
+            if self._in_model and event.kind != "parse":  # the model stopped mid-answer: keep what it wrote
+                self._in_model = False
+                if self._text.strip():
+                    c.print(Panel(Text(self._text.strip()), title="model (stopped mid-answer)", border_style="red", title_align="left"))
+                for line in self._calls:
+                    c.print(line)
             c.print(f"[bold red]error ({escape(event.kind)}):[/] {escape(event.message)}")
         elif isinstance(event, ev.RunFinished):
             self._stop_live()
-            c.rule(f"done: {escape(event.reason)} · {event.steps} steps · {event.seconds:.1f}s")
+            c.rule(f"done: {escape(event.reason)} · {plural(event.steps, 'step')} · {event.seconds:.1f}s")
             if event.answer:
                 c.print(Panel(Text(event.answer), title="answer", border_style="green", title_align="left"))
 

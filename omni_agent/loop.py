@@ -15,7 +15,9 @@ The per-call phase (validate, policy, execute with timeouts) lives in :mod:`omni
 this module keeps the step loop around it.
 
 Conventions for tools: ``ToolContext.state`` is shared by the tools of one run; values in it
-with an ``aclose()`` or ``close()`` method are closed when the run ends. A tool that returns
+with an ``aclose()`` or ``close()`` method are closed when the run ends, except the caller's own
+objects under ``LOOP_BOUND_STATE`` keys, which only a blocking ``Agent.run()`` ends (its event
+loop ends with it). A tool that returns
 ``ToolOutput(needs_confirmation=reason)`` is asked about through the approver; when approved it
 is called once more with its call id in ``state["confirmed_calls"]``.
 """
@@ -23,6 +25,7 @@ is called once more with its call id in ``state["confirmed_calls"]``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import hashlib
 import inspect
@@ -59,8 +62,9 @@ from .observers import Observer
 from .parsing.types import ParseProblem
 from .policy import Approver, DefaultPolicy, Policy, PolicyState, deny_all
 from .registry import ToolRegistry
-from .tool import Tool, ToolContext
+from .tool import LOOP_BOUND_STATE, Tool, ToolContext
 from .trajectory import RunMeta, RunRecorder, StepRecord, new_run_id
+from .wording import plural
 
 __all__ = ["Agent", "AgentRun", "RunResult", "StopReason", "run_blocking"]
 
@@ -72,6 +76,13 @@ ImagesInput = Union[Sequence[Any], None]
 OBSERVER_TIMEOUT_S = 60.0
 """Longest wait for one observation when the run has no wall-clock limit left to bound it."""
 
+_BLOCKING = contextvars.ContextVar("omni_agent_blocking_run", default=False)
+"""True inside :meth:`Agent.run`, whose event loop ends with the run."""
+
+DEFAULT_TRAJECTORY_DIR = "runs"
+"""Where runs are recorded unless ``trajectory_dir`` says otherwise (the CLI's default too);
+``$OMNI_AGENT_RUNS_DIR`` moves it."""
+
 
 class StopReason(str, enum.Enum):
     ANSWER = "answer"
@@ -81,6 +92,8 @@ class StopReason(str, enum.Enum):
     TOO_MANY_FAILURES = "too_many_failures"
     LOOP_DETECTED = "loop_detected"
     MODEL_ERROR = "model_error"
+    TOKEN_LIMIT = "token_limit"
+    """The reply stopped at ``max_new_tokens`` with no call to run: cut off, not an answer."""
     CANCELLED = "cancelled"
 
 
@@ -102,6 +115,8 @@ class RunResult(BaseModel):
     """Why the run stopped early, in one line (model error, loop, failures, time limit)."""
     audio: AudioPart | None = None
     """The spoken answer, when ``speak=True`` and the model can speak."""
+    report: Path | None = None
+    """The run's HTML page (``index.html`` in the trajectory directory), when one was written."""
 
 
 # -- turn outcomes ---------------------------------------------------------------------------
@@ -152,7 +167,9 @@ class Agent:
         tool_timeout: seconds for every call, overriding each tool's own ``timeout``.
         observers: add e.g. a fresh screenshot to the next user turn after every step.
         policy / approver: who may run what (default: :class:`DefaultPolicy`, and "ask" = no).
-        trajectory_dir: parent directory; each run writes ``<time>-<run id>/`` in it (None: none).
+        trajectory_dir: parent directory; each run writes ``<time>-<run id>/`` in it, with an
+            ``index.html`` page (default ``runs/``, as the CLI; None records nothing).
+        html_report: write the page when the run ends (False: only the trajectory files).
         max_images / image_evict_chunk: the screenshot budget (see :mod:`omni_agent.context`).
         max_consecutive_failures: failed steps in a row (all calls invalid, denied or errored).
         max_repeats: the same calls on an unchanged observation this many times = a loop.
@@ -171,7 +188,8 @@ class Agent:
         observers: Sequence[Observer] = (),
         policy: Policy | None = None,
         approver: Approver | None = None,
-        trajectory_dir: str | os.PathLike[str] | None = None,
+        trajectory_dir: str | os.PathLike[str] | None = DEFAULT_TRAJECTORY_DIR,
+        html_report: bool = True,
         max_images: int = 3,
         image_evict_chunk: int = 2,
         max_consecutive_failures: int = 3,
@@ -206,7 +224,10 @@ class Agent:
         self.observers = list(observers)
         self.policy: Policy = policy or DefaultPolicy()
         self.approver: Approver = approver or deny_all
+        if trajectory_dir is DEFAULT_TRAJECTORY_DIR:
+            trajectory_dir = os.environ.get("OMNI_AGENT_RUNS_DIR") or DEFAULT_TRAJECTORY_DIR
         self.trajectory_dir = Path(trajectory_dir) if trajectory_dir is not None else None
+        self.html_report = html_report
         self.max_images = max_images
         self.image_evict_chunk = image_evict_chunk
         self.max_consecutive_failures = max_consecutive_failures
@@ -252,8 +273,17 @@ class Agent:
         audio: AudioInput = None,
         images: ImagesInput = None,
     ) -> RunResult:
-        """Blocking twin of :meth:`arun` (not from inside a running event loop)."""
-        return run_blocking(self.arun(instruction, audio=audio, images=images), what="Agent.run()")
+        """Blocking twin of :meth:`arun` (not from inside a running event loop).
+
+        The run gets its own event loop, which ends with it: a browser session you passed in is
+        closed then (a browser cannot outlive its loop). To use it after the run, ``await
+        agent.arun(...)`` in your own loop."""
+        return run_blocking(_blocking(self.arun(instruction, audio=audio, images=images)), what="Agent.run()")
+
+
+async def _blocking(coro: Any) -> Any:
+    _BLOCKING.set(True)
+    return await coro
 
 
 def run_blocking(coro: Any, *, what: str) -> Any:
@@ -350,6 +380,8 @@ class _RunBody:
         self.deadline: float | None = None
         self.last_audio: AudioPart | None = None
         self.timings: dict[str, float] = {}
+        self.partial_raw = ""
+        """What a stream that failed mid-way had sent (kept in the trajectory)."""
 
     # -- helpers ------------------------------------------------------------------------------
     async def emit(self, event: ev.AgentEvent) -> None:
@@ -387,6 +419,7 @@ class _RunBody:
         if agent.max_seconds is not None:
             self.deadline = self.started + agent.max_seconds
         user_parts = self._user_parts()  # bad inputs raise UserError before anything is written
+        await self._preflight()  # a missing display or browser raises now, before the model runs
         if agent.system_prompt:
             self.history.append(SystemMessage(agent.system_prompt))
         self.history.append(UserMessage(user_parts))
@@ -412,7 +445,7 @@ class _RunBody:
                 self.history.append(UserMessage(first_look))
             while True:
                 if step >= agent.max_steps:
-                    reason, error = StopReason.MAX_STEPS, f"stopped after {agent.max_steps} steps"
+                    reason, error = StopReason.MAX_STEPS, f"stopped after {plural(agent.max_steps, 'step')}"
                     break
                 left = self.remaining()
                 if left is not None and left <= 0:
@@ -438,7 +471,7 @@ class _RunBody:
                         last_signature = signature
                         if failures >= agent.max_consecutive_failures:
                             reason = StopReason.TOO_MANY_FAILURES
-                            error = f"{failures} failed steps in a row"
+                            error = f"{plural(failures, 'failed step')} in a row"
                             break
                         if repeats >= agent.max_repeats:
                             reason = StopReason.LOOP_DETECTED
@@ -456,6 +489,18 @@ class _RunBody:
         if error and reason not in (StopReason.ANSWER, StopReason.FINISHING_TOOL):
             await self.emit(ev.ErrorEvent(step=step, message=error, kind=reason.value))
         return await self._finish(step, reason, answer, error)
+
+    async def _preflight(self) -> None:
+        """Run each tool's ``preflight`` check once (tools of one set share theirs)."""
+        seen: set[int] = set()
+        for t in self.agent.tools:
+            check = t.preflight
+            if check is None or id(check) in seen:
+                continue
+            seen.add(id(check))
+            out = check()
+            if inspect.isawaitable(out):
+                await out
 
     async def _abandon(self, steps: int, exc: BaseException) -> None:
         if self.recorder is not None:
@@ -476,6 +521,7 @@ class _RunBody:
                 usage=self.usage,
             )
             await self._report(failure)
+        report = await self._write_page() if self.recorder is not None and self.agent.html_report else None
         await self.emit(ev.RunFinished(step=steps, reason=reason.value, answer=answer, steps=steps, seconds=seconds))
         return RunResult(
             run_id=self.run_id,
@@ -489,7 +535,19 @@ class _RunBody:
             model=self.agent.model.info.label,
             error=error,
             audio=self.last_audio,
+            report=report,
         )
+
+    async def _write_page(self) -> Path | None:
+        """The run's index.html; a failure is reported as an event, never raised (the run is done)."""
+        from .html_report import render_trajectory_html
+
+        assert self.recorder is not None
+        try:
+            return await asyncio.to_thread(render_trajectory_html, self.recorder.dir)
+        except Exception as exc:
+            await self.emit(ev.ErrorEvent(message=f"no HTML page: {type(exc).__name__}: {exc}", kind="trajectory"))
+            return None
 
     # -- one step -----------------------------------------------------------------------------
     async def _step(self, step: int) -> TurnOutcome:
@@ -514,12 +572,15 @@ class _RunBody:
             )
         except asyncio.TimeoutError:
             message = f"the {agent.max_seconds:g} s limit was reached while the model was generating"
+            log.raw_text = self.partial_raw
             return await self._halt(log, t_step, Halt(StopReason.TIME_LIMIT, message), logged=message)
         except ModelError as exc:
             halt = Halt(StopReason.MODEL_ERROR, f"model error: {exc.message}")
+            log.raw_text = self.partial_raw  # the text already shown stays in the trajectory
             return await self._halt(log, t_step, halt, logged=exc.message)
         except Exception as exc:  # a backend bug must end the run cleanly, trajectory kept
             message = f"model backend failed: {type(exc).__name__}: {exc}"
+            log.raw_text = self.partial_raw
             return await self._halt(log, t_step, Halt(StopReason.MODEL_ERROR, message), logged=message)
         self.timings["model"] = time.monotonic() - t
         self.usage = _add_usage(self.usage, response.usage)
@@ -544,7 +605,12 @@ class _RunBody:
         fatal = [p for p in problems if p.fatal]
         for p in fatal:
             await self.emit(ev.ErrorEvent(step=step, message=f"{p.kind}: {p.message}", kind="parse"))
+        cut_off = response.finish_reason == "length"
         if not calls and not fatal:
+            if cut_off:  # a reply that stopped mid-way is not an answer
+                limit = agent.settings.max_new_tokens
+                message = f"the reply was cut off at the token limit ({limit} new tokens) before it finished"
+                return await self._halt(log, t_step, Halt(StopReason.TOKEN_LIMIT, message), logged=message)
             await self._record(log, outcome="answer", t_step=t_step)
             return FinalAnswer(visible)
 
@@ -553,7 +619,8 @@ class _RunBody:
         for r in results:
             self.history.append(ToolMessage(result=r))
         if fatal:
-            self.history.append(UserMessage(_problem_feedback(fatal)))
+            limit = agent.settings.max_new_tokens if cut_off else None  # a call cut off: say why
+            self.history.append(UserMessage(_problem_feedback(fatal, token_limit=limit)))
 
         finishing = next((o.output for o in outcomes if o.finishes), None)
         if finishing is not None:
@@ -604,6 +671,7 @@ class _RunBody:
                     problems.append(item.problem)
 
         stream = self.agent.model.stream(request)
+        self.partial_raw = ""
         try:
             async for chunk in stream:
                 if chunk.text:
@@ -611,6 +679,9 @@ class _RunBody:
                     await handle(parser.feed(chunk.text))
                 if chunk.response is not None:
                     response = chunk.response
+        except BaseException:
+            self.partial_raw = "".join(fed)  # shown already: the trajectory keeps it too
+            raise
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -706,6 +777,8 @@ class _RunBody:
     async def _close_state(self) -> None:
         for key, value in list(self.state.items()):
             closer = getattr(value, "aclose", None) or getattr(value, "close", None)
+            if key.startswith(LOOP_BOUND_STATE):  # the caller's: ended only with a blocking run's loop
+                closer = getattr(value, "loop_ending", None) if _BLOCKING.get() else None
             if closer is None or not callable(closer):
                 continue
             try:
@@ -765,10 +838,12 @@ def _call_key(call: ToolCall) -> str:
     return json.dumps([call.name, call.arguments], sort_keys=True, default=str)
 
 
-def _problem_feedback(problems: list[ParseProblem]) -> list[ContentPart]:
+def _problem_feedback(problems: list[ParseProblem], *, token_limit: int | None = None) -> list[ContentPart]:
     lines = ["[tool-call error] Some of your tool calls could not be read and did not run:"]
     for p in problems:
         lines.append(f"- {p.message}" + (f" (near: {p.snippet})" if p.snippet else ""))
+    if token_limit is not None:
+        lines.append(f"Your reply was cut off at the token limit ({token_limit} tokens): write shorter calls, one at a time.")
     lines.append('Write each call as <tool_call>{"name": ..., "arguments": {...}}</tool_call> with valid JSON.')
     return [TextPart(text="\n".join(lines))]
 

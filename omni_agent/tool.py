@@ -28,7 +28,7 @@ from .schema import first_param_is_context, model_schema, signature_model
 if TYPE_CHECKING:
     from .events import EventBus
 
-__all__ = ["Tool", "ToolContext", "ToolOutput", "tool", "TOOL_NAME_RE"]
+__all__ = ["LOOP_BOUND_STATE", "Tool", "ToolContext", "ToolOutput", "tool", "TOOL_NAME_RE"]
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
@@ -79,6 +79,11 @@ class ToolContext:
     untrusted_content_seen: bool = False
 
 
+LOOP_BOUND_STATE = "omni_agent.loop_bound:"
+"""Prefix of ``ToolContext.state`` keys for the caller's own objects bound to the run's event loop
+(a browser session passed in): a run leaves them open, unless it is a blocking ``Agent.run()``,
+whose loop ends with it; then their ``loop_ending()`` is awaited."""
+
 ToolFn = Callable[..., Any]
 
 
@@ -106,6 +111,9 @@ class Tool:
     (e.g. ``rm -rf /`` for the shell tool), else None. Called by the policy before execution."""
     reads_untrusted: bool = False
     """True for tools whose output carries outside content (web pages, downloaded files)."""
+    preflight: Callable[[], Any] | None = None
+    """Checked when a run starts, before the model is called: raises a clear error when something
+    the tool needs (a display, a browser) is missing, rather than failing on every call."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not TOOL_NAME_RE.fullmatch(self.name):
@@ -130,6 +138,15 @@ class Tool:
             Draft202012Validator.check_schema(self.parameters)
         except SchemaError as exc:
             raise ToolDefinitionError(f"tool {self.name}: invalid JSON Schema: {exc.message}") from exc
+
+    # -- direct calls (unit tests, scripts) ---------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function as written: ``save_note("x")`` returns what the function
+        returns (an async tool returns its coroutine: ``await fetch(url)``). No validation and no
+        ``ToolOutput`` conversion; a :class:`ToolContext` parameter left out gets a fresh one."""
+        if self.context_param and self.context_param not in kwargs and not _context_given(args):
+            args = (ToolContext(), *args)  # the context is always the first parameter
+        return self.fn(*args, **kwargs)
 
     # -- schema views -------------------------------------------------------------------------
     def openai_schema(self) -> dict[str, Any]:
@@ -189,6 +206,10 @@ class Tool:
             context_param=first_param_is_context(fn, ToolContext),
             **options,
         )
+
+
+def _context_given(args: tuple[Any, ...]) -> bool:
+    return bool(args) and isinstance(args[0], ToolContext)
 
 
 async def run_in_daemon_thread(fn: Callable[[], Any]) -> Any:
@@ -258,6 +279,7 @@ def tool(
     kind: str = "generic",
     assess: Callable[[dict[str, Any]], str | None] | None = None,
     reads_untrusted: bool = False,
+    preflight: Callable[[], Any] | None = None,
 ) -> Callable[[ToolFn], Tool]: ...
 
 
@@ -274,12 +296,14 @@ def tool(
     kind: str = "generic",
     assess: Callable[[dict[str, Any]], str | None] | None = None,
     reads_untrusted: bool = False,
+    preflight: Callable[[], Any] | None = None,
 ) -> Tool | Callable[[ToolFn], Tool]:
     """Turn a typed function (sync or async) into a :class:`Tool`.
 
     The JSON Schema comes from the type hints (str, int, float, bool, lists, dicts, Literal,
     enums, Optional, defaults, pydantic models); descriptions come from the docstring. A first
     parameter annotated :class:`ToolContext` is injected by the agent and hidden from the model.
+    ``preflight`` is checked when a run starts (raise when what the tool needs is missing).
     """
 
     def build(f: ToolFn) -> Tool:
@@ -304,6 +328,7 @@ def tool(
             kind=kind,
             assess=assess,
             reads_untrusted=reads_untrusted,
+            preflight=preflight,
         )
 
     if fn is not None:

@@ -65,9 +65,17 @@ def _browser_session(workspace: Path, options: dict[str, Any]) -> Any:
 def _browser(workspace: Path, options: dict[str, Any]) -> list[Tool]:
     from .tools.browser import browser_tools
 
-    # A session passed in options is shared with an observer (load_toolsets_with_observers).
-    session = options.get("browser_session") or _browser_session(workspace, options)
-    return browser_tools(session=session)
+    # A session passed in options is the caller's (never closed by a run) unless this module made
+    # it to share with an observer (load_toolsets_with_observers): then runs close it.
+    given = options.get("browser_session")
+    if given is None or given is options.get(_OWN_SESSION):
+        session = given or _browser_session(workspace, options)
+        return browser_tools(session=session, close_with_run=session.config.close_after_run)
+    return browser_tools(session=given)
+
+
+_OWN_SESSION = "omni_agent.toolsets:own_browser_session"
+"""Marks the browser session this module created for an observer (closed with the run)."""
 
 
 def _desktop_controller(options: dict[str, Any]) -> Any:
@@ -175,7 +183,7 @@ def load_toolsets_with_observers(
             raise UserError("observing the browser needs the browser toolset (add browser to the tools)")
         from .tools.browser_observer import BrowserScreenshotObserver
 
-        opts["browser_session"] = _browser_session(ws, opts)
+        opts["browser_session"] = opts[_OWN_SESSION] = _browser_session(ws, opts)
         observers.append(BrowserScreenshotObserver(opts["browser_session"]))
     if "desktop" in wanted:
         from .tools.desktop_observer import DesktopScreenshotObserver

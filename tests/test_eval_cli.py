@@ -72,6 +72,6 @@ def test_a_model_that_cannot_work_fails_before_any_episode(write_suite, tmp_path
     run = tmp_path / "scripted-run"
     res = CliRunner().invoke(_app(), ["eval", str(suite), "--model", f"scripted:{tmp_path / 'wrong.yaml'}", "--only", "a",
                                       "--out", str(run), "--no-progress"])  # fmt: skip
-    assert res.exit_code == 0 and "0/1 passed (0.0%)" in res.output and "scripted policy, not a model" in res.output
+    assert res.exit_code == 1 and "0/1 passed (0.0%)" in res.output and "scripted policy, not a model" in res.output
     (result,) = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     assert result["status"] == "failed" and result["answer"] == "no idea" and result["scripted"]

@@ -75,7 +75,7 @@ def test_from_yaml_and_json_files(tmp_path) -> None:
     [
         ("a: [", ".yaml", "not valid YAML"),
         ("{}", ".json", "expected a list"),
-        ("[1]", ".json", "output 0 is a int"),
+        ("[1]", ".json", "output 0 is an int"),
         ('[{"nope": 1}]', ".json", "output 0 is not a valid response"),
     ],
 )

@@ -289,12 +289,22 @@ def _http_date_in(seconds: float) -> str:
     return email.utils.formatdate(time.time() + seconds, usegmt=True)
 
 
-def test_persistent_5xx_gives_up_after_max_retries(openai_server):
+def test_persistent_503_gives_up_after_max_retries(openai_server):
     for _ in range(3):
-        openai_server.reply_error(500, "boom", kind="InternalServerError")
-    with pytest.raises(ModelUnavailableError, match=r"HTTP 500 after 3 attempts: boom"):
+        openai_server.reply_error(503, "boom", kind="ServiceUnavailableError")
+    with pytest.raises(ModelUnavailableError, match=r"unavailable \(HTTP 503\) after 3 attempts: boom"):
         _complete(_model(openai_server, max_retries=2), _request())
     assert len(openai_server.requests) == 3
+
+
+def test_other_5xx_are_named_and_never_retried(openai_server):
+    # The server took the request and failed: a retry would regenerate the whole answer (issue 12).
+    for status in (500, 502):
+        openai_server.reply_error(status, "boom", kind="InternalServerError")
+        with pytest.raises(ModelError, match=rf"failed with a server error \(HTTP {status}\): boom") as info:
+            _complete(_model(openai_server, max_retries=2), _request())
+        assert not isinstance(info.value, ModelUnavailableError)
+    assert len(openai_server.requests) == 2
 
 
 def test_400_is_not_retried_and_shows_the_server_message(openai_server):

@@ -30,7 +30,7 @@ def python_blocks() -> list[str]:
 
 
 def ten_line_example() -> str:
-    (block,) = [b for b in python_blocks() if "@tool" in b]
+    (block,) = [b for b in python_blocks() if "@tool" in b and f"openai:{README_URL}" in b]
     return block
 
 
@@ -60,6 +60,29 @@ def test_the_ten_line_example_runs_against_an_openai_server(openai_server: OpenA
     assert tool_turn["role"] == "tool" and tool_turn["content"] == "42"  # the real function ran
 
 
+def block_with(marker: str) -> str:
+    (block,) = [b for b in python_blocks() if marker in b]
+    return block
+
+
+def test_the_scripted_policy_example_runs_as_printed(tmp_path: Path) -> None:
+    code = block_with("ScriptedModel([\n    '<tool_call>")
+    assert "ModelResponse(" in code  # both forms a scripted policy takes
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "2 + 40 = 42 and 1 + 1 = 2. 42\n"
+
+
+def test_the_desktop_example_runs_as_printed_and_is_the_example_file(tmp_path: Path) -> None:
+    code = block_with("VirtualDisplay")
+    example = (README.parent / "examples" / "desktop_script.py").read_text(encoding="utf-8")
+    assert code in example, "the README's desktop example and examples/desktop_script.py differ"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer, page = proc.stdout.splitlines()
+    assert answer == "answer - I clicked the middle of the screen." and Path(page.removeprefix("page: ")).is_file()
+
+
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_every_python_block_compiles_and_imports_real_names(index: int) -> None:
     code = python_blocks()[index]
@@ -85,7 +108,7 @@ def test_every_cli_command_and_option_in_the_readme_exists() -> None:
     lines = cli_lines()
     assert {words[1] for words in lines} >= {"run", "tools", "parse", "replay"}
     for words in lines:
-        command = words[1:3] if words[1:3] == ["eval", "compare"] else words[1:2]
+        command = words[1:3] if words[1:3] in (["eval", "compare"], ["eval", "validate"]) else words[1:2]
         if command == ["eval"]:
             command = ["eval", "run"]  # `eval SUITE` is `eval run SUITE`
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})

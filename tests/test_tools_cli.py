@@ -126,8 +126,8 @@ def test_run_setup_errors_are_one_line(tmp_path: Path) -> None:
     model = script(tmp_path / "s.json", "done")
     ws = str(tmp_path / "ws")
     cases = [
-        (["-t", "desktop"], 1, "no X display"),
-        (["-t", "shell", "--observe", "desktop"], 1, "no X display"),
+        (["-t", "desktop"], 2, "no X display"),  # a setup to fix, like a usage error (issue 12)
+        (["-t", "shell", "--observe", "desktop"], 2, "no X display"),
         (["-t", "shell", "--observe", "browser"], 2, "needs the browser toolset"),
         (["-t", "shell", "--observe", "screen"], 2, "cannot observe 'screen'"),
         (["-t", "shell", "--sandbox", "docker"], 2, "none or bubblewrap"),

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from omni_agent.coords import QWEN3_SPEC, QWEN25_SPEC, model_to_image
 from omni_agent.exceptions import ToolExecutionError
-from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
+from omni_agent.tool import LOOP_BOUND_STATE, Tool, ToolContext, ToolOutput, tool
 
 from .browser_session import BrowserConfig, BrowserSession, TabInfo, find_chromium
 
@@ -92,14 +92,29 @@ def normalize_url(url: str) -> str:
     return ("http://" if local else "https://") + url
 
 
-def browser_tools(config: BrowserConfig | None = None, *, session: BrowserSession | None = None) -> list[Tool]:
+def browser_tools(
+    config: BrowserConfig | None = None, *, session: BrowserSession | None = None, close_with_run: bool | None = None
+) -> list[Tool]:
     """The browser tools sharing one session. Pass ``session`` to share it with a
-    :class:`~omni_agent.tools.browser_observer.BrowserScreenshotObserver` (and to close it)."""
+    :class:`~omni_agent.tools.browser_observer.BrowserScreenshotObserver` or your own code.
+
+    A session you pass in is yours: ``await agent.arun()`` never closes it, so you can read the
+    page afterwards (close it yourself, e.g. ``async with BrowserSession() as session``); a
+    blocking ``agent.run()`` has its own event loop, which the browser cannot outlive. A session
+    these tools create is closed when each run ends (``BrowserConfig.close_after_run``).
+    ``close_with_run`` overrides either default.
+    """
+    owned = session is None
     if session is None:
         session = BrowserSession(config or BrowserConfig())
     elif config is not None and config is not session.config:
         raise ToolExecutionError("pass either config or a session (whose config is used), not both")
-    return _BrowserToolkit(session).tools()
+    close = owned and session.config.close_after_run if close_with_run is None else close_with_run
+    tools = _BrowserToolkit(session, close_with_run=close).tools()
+    check = session.check_can_start  # no Chromium / no display: one clear error at run start
+    for t in tools:
+        t.preflight = check
+    return tools
 
 
 def viewport_point(config: BrowserConfig, x: float, y: float) -> tuple[float, float]:
@@ -122,8 +137,9 @@ def _tool_timeout(cfg: BrowserConfig) -> float:
 class _BrowserToolkit:
     """Builds the tools; holds the helpers they share (targets, coordinates, results)."""
 
-    def __init__(self, session: BrowserSession) -> None:
+    def __init__(self, session: BrowserSession, *, close_with_run: bool) -> None:
         self.session = session
+        self.close_with_run = close_with_run
         self.cfg = session.config
         self.spec = _spec(self.cfg)
 
@@ -204,11 +220,15 @@ class _BrowserToolkit:
         return ToolOutput(text="\n".join(x for x in lines if x), images=images, untrusted=True)
 
     def bind(self, ctx: ToolContext) -> BrowserSession:
-        """Point the session at this run's workspace; let the run close it at its end."""
+        """Point the session at this run's workspace; let the run close it at its end (when the
+        session is not the caller's)."""
         s = self.session
         s.workspace = self.cfg.workspace or ctx.workspace
-        if self.cfg.close_after_run:
+        if self.close_with_run:
             ctx.state.setdefault(f"omni_agent.tools.browser:{id(s)}", s)
+        else:  # the caller's: left open, unless a blocking Agent.run()'s event loop ends under it
+            s.closed_with_run = False
+            ctx.state.setdefault(f"{LOOP_BOUND_STATE}browser:{id(s)}", s)
         return s
 
     async def tab_line(self, page: "Page") -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from omni_agent.exceptions import ToolExecutionError, require
+from omni_agent.exceptions import ToolExecutionError, UserError, require
 from omni_agent.messages import ImagePart
 from omni_agent.models.base import CoordinateSpace
 
@@ -138,6 +138,12 @@ def find_chromium(configured: str | None = None) -> str | None:
     return None
 
 
+def _playwright_chromium_installed() -> bool:
+    """Whether `playwright install chromium` left a browser in Playwright's cache."""
+    root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
+    return any(Path(root).glob("chromium*")) if root != "0" and Path(root).is_dir() else False
+
+
 class BrowserCrashed(ToolExecutionError):
     """The browser process went away during an action."""
 
@@ -171,6 +177,8 @@ class BrowserSession:
         self._new_pages: list[Page] = []
         self._downloads: list[Path] = []
         self._download_event: asyncio.Event | None = None
+        self.closed_with_run = False
+        """True once a blocking ``Agent.run()`` ended and closed this (the caller's) session."""
 
     async def __aenter__(self) -> "BrowserSession":
         return self
@@ -179,6 +187,23 @@ class BrowserSession:
         await self.close()
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def check_can_start(self) -> None:
+        """Raise a clear error now when the browser could not start (no playwright, no Chromium,
+        no X display for headful mode); an agent run calls this before the model, so a missing
+        browser is one error rather than a failed call per step."""
+        if self.running:
+            return
+        require("playwright.async_api", "browser", "playwright")
+        if not self.config.headless:
+            from omni_agent.screen import resolve_display
+
+            resolve_display(self.config.display)  # DisplayError: none set, or no X server there
+        if find_chromium(self.config.executable_path) is None and not _playwright_chromium_installed():
+            raise UserError(
+                "no Chromium found: apt-get install chromium (or `playwright install chromium`), "
+                "or set BrowserConfig.executable_path"
+            )
+
     @property
     def running(self) -> bool:
         """True while a launched browser is connected (and owned by the running loop)."""
@@ -194,8 +219,21 @@ class BrowserSession:
         """The browser process id (the one to kill to simulate a crash)."""
         return self._pid
 
+    async def loop_ending(self) -> None:
+        """The event loop of a blocking ``Agent.run()`` ends: close the browser (it cannot outlive
+        its loop) and remember why, so that reading the page afterwards says so rather than
+        opening a fresh blank browser."""
+        await self.close()
+        self.closed_with_run = True
+
     async def ensure_started(self) -> None:
         """Launch the browser if it is not running; relaunch it after a crash."""
+        if self.closed_with_run:
+            raise UserError(
+                "this browser session was closed when Agent.run() ended: a blocking run has its own event "
+                "loop and the browser cannot outlive it. To read the page after a run, await agent.arun(...) "
+                "in your own event loop (see examples/browser_script.py)"
+            )
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
             # Playwright objects of a finished loop cannot be used or closed from this one.

@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from omni_agent.coords import QWEN3_SPEC, ModelImageSpec, Monitor, ResizeInfo, model_to_screen, spec_for
 from omni_agent.exceptions import MissingDependencyError, ToolExecutionError, require
 from omni_agent.messages import ImagePart
-from omni_agent.screen import ScreenCapture
-from omni_agent.tool import Tool, ToolOutput
+from omni_agent.screen import ScreenCapture, resolve_display
+from omni_agent.tool import Tool, ToolContext, ToolOutput
 from omni_agent.xvfb import DisplayError, display_is_reachable
 
 __all__ = ["ACTIONS", "DesktopConfig", "DesktopController", "computer_use_parameters", "desktop_tools"]
@@ -605,15 +605,23 @@ def _description(controller: DesktopController) -> str:
 def desktop_tools(config: DesktopConfig | None = None, *, controller: DesktopController | None = None) -> list[Tool]:
     """The ``computer_use`` tool on ``config.display`` (one tool; GUI calls run one at a time).
 
-    Pass ``controller`` to share one display connection with an observer or your own code.
+    Pass ``controller`` to share one display connection with an observer or your own code: it
+    stays open after runs (close it yourself). A controller these tools create is closed when
+    each run ends. A run whose display is missing fails at its start, before the model is called.
     """
+    owned = controller is None
     if controller is None:
         controller = DesktopController(config)
     elif config is not None and config != controller.config:
         raise ValueError("pass either config or controller, not two different configs")
 
-    def computer_use(action: str, **arguments: Any) -> ToolOutput:
+    def computer_use(context: ToolContext, action: str, **arguments: Any) -> ToolOutput:
+        if owned:  # the run closes what its tools put in the state
+            context.state.setdefault(f"omni_agent.tools.desktop:{id(controller)}", controller)
         return controller.run(action, **arguments)
+
+    def check_display() -> None:
+        resolve_display(controller.config.display)  # DisplayError: none set, or no X server there
 
     tool = Tool.from_schema(
         {"name": "computer_use", "description": _description(controller), "parameters": computer_use_parameters()},
@@ -622,5 +630,6 @@ def desktop_tools(config: DesktopConfig | None = None, *, controller: DesktopCon
         kind="desktop",
         reads_untrusted=controller.config.screenshot_after_action,
         timeout=controller.config.max_wait_s + 30.0,
+        preflight=check_display,
     )
     return [tool]

@@ -96,7 +96,7 @@ def speech_to_call(checkpoint_dir: Path, command: np.ndarray, runs: int) -> dict
     stages: dict[str, list[float]] = {}
     model = forced_model(checkpoint_dir, [call, "Timer set."])
     for _ in range(runs):
-        agent = Agent(model, [set_timer], max_steps=2)
+        agent = Agent(model, [set_timer], max_steps=2, trajectory_dir=None)  # as measured before: no recording
         marks: dict[str, float] = {}
         agent.events.subscribe(lambda e: marks.setdefault(e.type, time.monotonic()))
         source = ArraySource(command, realtime=True)
@@ -122,7 +122,7 @@ def step_to_speech(checkpoint_dir: Path, engine_name: str, sink: Any, runs: int)
     stages: dict[str, list[float]] = {}
     for _ in range(runs):
         model.turn = 0
-        agent = Agent(model, [set_timer], max_steps=3, max_repeats=5)
+        agent = Agent(model, [set_timer], max_steps=3, max_repeats=5, trajectory_dir=None)
         speaker = Speaker(choose_engine(model, engine=engine_name), sink)
         policy = ProgressPolicy(speaker.say, min_interval_s=0, announce_start=False)
         step_end: dict[int, float] = {}

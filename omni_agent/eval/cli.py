@@ -27,6 +27,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from ..exceptions import OmniAgentError, UserError
+from ..wording import plural
 
 __all__ = ["eval_app"]
 
@@ -80,14 +81,19 @@ def run_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Run at most this many tasks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     unsafe_host: bool = typer.Option(False, "--unsafe-host", help="Run the model's shell commands on this machine (no sandbox) and approve every 'ask' of the policy."),
+    allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even when episodes failed or errored."),
 ) -> None:
-    """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html."""
-    from .loading import load_suite
+    """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html.
+
+    Exit codes: 0 every episode passed; 1 an episode failed or errored (0 with --allow-failures);
+    2 bad usage, suite or model spec; 130 interrupted (resume with --resume)."""
+    from .loading import check_task_tools, load_suite
     from .runner import run_suite
 
     run_dir: Path | None = None
     try:
         tasks = load_suite(suite)
+        check_task_tools(tasks)  # a tool module that does not load fails here, not in every episode
         if only:
             wanted = {w.strip() for w in only.split(",") if w.strip()}
             tasks = [t for t in tasks if t.id in wanted or t.category in wanted]
@@ -119,6 +125,8 @@ def run_cmd(
         _fail(exc)
         return
     _print_summary(summary.model_dump(), run_dir)
+    if (summary.failed or summary.errors) and not allow_failures:
+        raise typer.Exit(1)
 
 
 def _print_summary(s: dict[str, Any], run_dir: Path) -> None:
@@ -134,6 +142,8 @@ def _print_summary(s: dict[str, Any], run_dir: Path) -> None:
     _out.print(
         f"mean steps {s['mean_steps']}, mean seconds {s['mean_seconds']}, tokens {s['prompt_tokens']}+{s['completion_tokens']}{extra}"
     )
+    if s.get("task_errors"):
+        _out.print(f"[red]{plural(s['task_errors'], 'episode')} stopped by a mistake in the task file (fix it; not retried)[/]")
     if not s["complete"]:
         _out.print(f"[yellow]incomplete: {s['episodes']} of {s['expected_episodes']} episodes; resume with --resume --out {run_dir}[/]")
     _out.print(f"report: {escape(str((Path(run_dir) / 'index.html').resolve()))}", soft_wrap=True)
@@ -144,8 +154,14 @@ def compare_cmd(
     run_a: Path = typer.Argument(..., help="Baseline run directory."),
     run_b: Path = typer.Argument(..., help="New run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    fail_on_regression: bool = typer.Option(
+        False, "--fail-on-regression", help="Exit 1 when a task that passed in RUN_A does not pass in RUN_B."
+    ),
 ) -> None:
-    """Show what changed between two runs: success flips per task, rates, steps, time."""
+    """Show what changed between two runs: success flips per task, rates, steps, time.
+
+    Exit codes: 0 compared (and, with --fail-on-regression, nothing got worse); 1 a task got worse
+    with --fail-on-regression; 2 a run directory cannot be read."""
     from .compare import compare_runs, render_comparison
 
     try:
@@ -157,6 +173,9 @@ def compare_cmd(
         print(comparison.model_dump_json(indent=2))
     else:
         render_comparison(comparison, _out)
+    if fail_on_regression and comparison.broken:
+        _err.print(f"[red]regression: {escape(', '.join(comparison.broken))} passed in RUN_A and not in RUN_B[/]")
+        raise typer.Exit(1)
 
 
 @eval_app.command("validate")
@@ -164,12 +183,16 @@ def validate_cmd(
     suite: str = typer.Argument(..., help="Task directory, file or factory."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Also check the tasks can run with this model ('reference': each needs a reference solution)."),
 ) -> None:
-    """Check task files (errors name the file, line and field)."""
-    from .loading import load_suite
+    """Check task files (errors name the file, line and field): the YAML, the JSON Schemas of
+    ``functions``, files named relative to the task, and that every tool set loads.
+
+    Exit codes: 0 every task is valid; 2 a task file has a mistake (each is listed)."""
+    from .loading import check_task_tools, load_suite
     from .runner import check_model
 
     try:
         tasks = load_suite(suite)
+        check_task_tools(tasks)
         if model is not None:
             check_model(model, tasks)
     except OmniAgentError as exc:
@@ -181,7 +204,9 @@ def validate_cmd(
 
 @eval_app.command("schema")
 def schema_cmd() -> None:
-    """Print the JSON Schema of task files (the one published as tasks/schema.json)."""
+    """Print the JSON Schema of task files (the one published as tasks/schema.json).
+
+    Exit codes: 0 printed."""
     from .task import schema_text
 
     sys.stdout.write(schema_text())

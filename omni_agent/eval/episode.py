@@ -6,7 +6,8 @@ virtual display (when the task needs one; the worker process's ``DISPLAY`` point
 own browser (a fresh :class:`BrowserSession`, so nothing is shared between episodes).
 
 Failures are sorted here: setup failures and a browser that crashed are infrastructure errors
-(``infra_error=True``: the runner retries them); a model that answers wrongly, runs out of
+(``infra_error=True``: the runner retries them); mistakes in the task file itself (a tool module
+that does not load, bad tool options) are task errors (``error_stage="task"``, never retried); a model that answers wrongly, runs out of
 steps or time, or calls tools badly is a failed episode (never retried); a check that raises is a
 failed check.
 """
@@ -21,15 +22,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from ..exceptions import UserError
 from ..messages import AssistantMessage, ToolCall
 from ..models.base import Model, ModelChunk, ModelRequest, ModelResponse
 from ..tool import Tool, ToolOutput
 from ..trajectory import utc_now
 from .checks import CheckContext, run_checks
 from .policy import is_reference, reference_model
-from .results import EpisodeResult
+from .results import TASK_STAGE, EpisodeResult
 from .safety import EpisodeApprover, HostMode, HostSafetyError, episode_tool_options, sandbox_refusals
 from .setup import EpisodeEnvironment, SetupError
 from .task import BrowserSetup, Task, substitute
@@ -126,6 +128,9 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             return done(status="error", error=exc.message, error_stage="setup", infra_error=True, model=label)
         except HostSafetyError as exc:  # the task's own demand, not a flaky setup: not retried
             return done(status="error", error=str(exc), error_stage="setup", infra_error=False, model=label)
+        except (UserError, ValidationError) as exc:  # the task file's own mistake: retrying cannot help
+            return done(status="error", error=f"task file: {_first_line(exc)}", error_stage=TASK_STAGE,
+                        infra_error=False, model=label)  # fmt: skip
         except Exception as exc:
             return done(status="error", error=f"setup failed: {type(exc).__name__}: {_first_line(exc)}",
                         error_stage="setup", infra_error=True, model=label)  # fmt: skip
@@ -170,6 +175,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             # recorded; --unsafe-host approves them all.
             approver=allow_all if approver is None else approver,
             trajectory_dir=traj_dir,
+            html_report=False,  # the suite report renders each episode's page
             workspace=env.workspace,
             # What replay needs to re-run the calls where and as they ran (omni_agent.replay).
             metadata={"toolsets": list(task.tools), "workspace": str(env.workspace.resolve()), "host_mode": job.host_mode,
@@ -179,7 +185,10 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
         instruction = substitute(task.instruction_text, env.values)
         audio = task.instruction_audio
         t = time.perf_counter()
-        result = await agent.arun(instruction, audio=str(task.base_dir / audio) if audio else None)
+        try:
+            result = await agent.arun(instruction, audio=str(task.base_dir / audio) if audio else None)
+        except OmniAgentError as exc:  # a check at run start: the display or browser set up for it is gone
+            return done(status="error", error=exc.message, error_stage="setup", infra_error=True, model=label)
         timings["agent"] = time.perf_counter() - t
         await model.aclose()
 

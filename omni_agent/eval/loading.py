@@ -19,7 +19,7 @@ from ..exceptions import UserError
 from ..importing import import_target
 from .task import Task
 
-__all__ = ["TaskFileError", "load_suite", "load_task", "load_task_text", "resolve_suite"]
+__all__ = ["TaskFileError", "check_task_tools", "load_suite", "load_task", "load_task_text", "resolve_suite"]
 
 TASK_SUFFIXES = (".yaml", ".yml")
 
@@ -90,16 +90,100 @@ def load_task_text(text: str, *, source: str = "<string>") -> Task:
         raise TaskFileError(source, [(line, "", message)]) from exc
     if not isinstance(data, dict) or node is None:
         raise TaskFileError(source, [(1, "", "a task file must be a YAML mapping (id: ..., instruction: ...)")])
+    bad_keys = _non_string_keys(node)
+    if bad_keys:
+        raise TaskFileError(source, bad_keys)
     lines = _line_map(node)
     data["source"] = source
     try:
-        return Task.model_validate(data)
+        task = Task.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
             line, field = _locate(tuple(err["loc"]), lines)
             problems.append((line, field, err["msg"].removeprefix("Value error, ")))
         raise TaskFileError(source, problems) from None
+    missing = [(lines.get(path), _dotted(path), message) for path, message in _missing_files(task)]
+    if missing:
+        raise TaskFileError(source, missing)
+    return _with_resolved_tool_paths(task)
+
+
+_YAML_STR = "tag:yaml.org,2002:str"
+
+
+def _non_string_keys(node: yaml.Node, path: tuple[Any, ...] = ()) -> list[tuple[int | None, str, str]]:
+    """Keys YAML reads as something other than text: ``on:`` / ``yes:`` become booleans, ``1:`` a
+    number. A schema property named ``on`` would reach the model as "true" while ``required``
+    still says "on", so such keys are refused with the fix named."""
+    problems: list[tuple[int | None, str, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _YAML_STR:
+                kind = key_node.tag.rsplit(":", 1)[-1]
+                value = yaml.safe_load(key_node.value) if kind != "null" else None
+                problems.append((
+                    key_node.start_mark.line + 1,
+                    _dotted(path + (key_node.value,)),
+                    f"YAML reads the key {key_node.value} as the {kind} {value!r}, not as the name "
+                    f"{key_node.value!r}: quote it ('{key_node.value}': ...)",
+                ))  # fmt: skip
+            problems += _non_string_keys(value_node, path + (key_node.value,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _non_string_keys(item, path + (i,))
+    return problems
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _missing_files(task: Task) -> list[tuple[tuple[Any, ...], str]]:
+    """Files a task names relative to itself (audio, setup sources, web.dir, tool modules) that
+    are not there: a task-file mistake, reported when the task loads rather than as a setup
+    failure that would be retried."""
+    if task.source is None:
+        return []
+    base = task.base_dir
+    found: list[tuple[tuple[Any, ...], str]] = []
+    audio = task.instruction_audio
+    if audio and not (base / audio).is_file():
+        found.append((("instruction", "audio"), f"audio file not found: {base / audio}"))
+    for name, spec in task.setup.files.items():
+        source = getattr(spec, "source", None)
+        if source and not (base / source).is_file():
+            found.append((("setup", "files", name, "source"), f"source file not found: {base / source}"))
+    web = task.setup.web
+    if web is not None and web.dir and not (base / web.dir).is_dir():
+        found.append((("setup", "web", "dir"), f"web.dir not found: {base / web.dir}"))
+    for i, name in enumerate(task.tools):
+        file = _tool_file(name)
+        if file is not None and not Path(file).is_absolute() and not (base / file).is_file():
+            found.append((("tools", i), f"tool module not found: {base / file} (paths are relative to the task file)"))
+    return found
+
+
+def _tool_file(name: str) -> str | None:
+    """The file part of a ``file.py`` / ``file.py:attr`` tool set, else None (built-in or dotted)."""
+    file = name.rpartition(":")[0] if ".py:" in name else name
+    return file if file.endswith(".py") else None
+
+
+def _with_resolved_tool_paths(task: Task) -> Task:
+    """``tools: [my_tools.py]`` means the file beside the task, wherever the command runs."""
+    if task.source is None:
+        return task
+    resolved = []
+    for name in task.tools:
+        file = _tool_file(name)
+        if file is not None and not Path(file).is_absolute():
+            name = str((task.base_dir / file).resolve()) + name[len(file) :]
+        resolved.append(name)
+    return task.model_copy(update={"tools": resolved})
 
 
 def load_task(path: str | Path) -> Task:
@@ -174,3 +258,24 @@ def _check_unique(tasks: Iterable[Task]) -> None:
         if t.id in seen:
             raise UserError(f"duplicate task id {t.id!r} in {seen[t.id]} and {t.source}")
         seen[t.id] = t.source
+
+
+def check_task_tools(tasks: Iterable[Task]) -> None:
+    """Load every task's tool sets (nothing is launched) so a tool module that does not import,
+    names no tools or builds an invalid JSON Schema is a validate-time error naming the task."""
+    import tempfile
+
+    from pydantic import ValidationError as OptionsError
+
+    from ..toolsets import load_toolsets
+
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="omni-validate-") as ws:
+        for task in tasks:
+            try:
+                load_toolsets(task.tools, workspace=ws, options=dict(task.tool_options))
+            except (UserError, OptionsError) as exc:
+                message = exc.message if isinstance(exc, UserError) else str(exc).splitlines()[-1].strip()
+                errors.append(f"{task.source or task.id}: tools: {message}")
+    if errors:
+        raise UserError("invalid task file\n" + "\n".join(errors))

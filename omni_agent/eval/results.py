@@ -21,6 +21,7 @@ from .checks import CheckResult
 from .safety import Denial, HostMode
 
 __all__ = [
+    "TASK_STAGE",
     "CategorySummary",
     "EpisodeResult",
     "Summary",
@@ -33,7 +34,11 @@ __all__ = [
 
 Status = Literal["passed", "failed", "error"]
 """passed: every check passed; failed: the agent's work failed a check (the model's fault);
-error: the episode could not be run (infrastructure), after its retries."""
+error: the episode could not be run: infrastructure (after its retries), or a mistake in the task
+file (``error_stage == "task"``, never retried)."""
+
+TASK_STAGE = "task"
+"""``error_stage`` of a task-file mistake: its own kind of result, fixed in the file, not retried."""
 
 
 class EpisodeResult(BaseModel):
@@ -56,7 +61,8 @@ class EpisodeResult(BaseModel):
     scripted: bool = False
     error: str | None = None
     error_stage: str | None = None
-    """Where an error happened: setup, model, run, checks, teardown, worker."""
+    """Where an error happened: task (the task file's own mistake), setup, model, run, checks,
+    teardown, worker."""
     infra_error: bool = False
     """True when the failure was the harness's (setup, browser crash, worker death): retried."""
     attempts: int = 1
@@ -74,6 +80,11 @@ class EpisodeResult(BaseModel):
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+    @property
+    def task_error(self) -> bool:
+        """The task file itself is wrong (fix the file; retrying cannot help)."""
+        return self.status == "error" and self.error_stage == TASK_STAGE
 
     @classmethod
     def worker_failure(cls, job: Any, error: str, **extra: Any) -> "EpisodeResult":
@@ -156,6 +167,8 @@ class Summary(BaseModel):
     errors: int
     success_rate: float
     by_category: dict[str, CategorySummary]
+    task_errors: int = 0
+    """Of ``errors``: episodes stopped by a mistake in their task file."""
     mean_steps: float
     mean_seconds: float
     total_seconds: float
@@ -208,6 +221,7 @@ def summarize(
         errors=sum(r.status == "error" for r in results),
         success_rate=_rate(passed, len(results)),
         by_category=by_category,
+        task_errors=sum(r.task_error for r in results),
         mean_steps=round(statistics.fmean([r.steps for r in results]), 3) if results else 0.0,
         mean_seconds=round(statistics.fmean([r.total_seconds for r in results]), 3) if results else 0.0,
         total_seconds=round(sum(r.total_seconds for r in results), 3),

@@ -247,11 +247,22 @@ class BrowserDomCheck(_CheckBase):
 
 
 class ExpectedCall(_Strict):
-    """One expected call, BFCL style: each argument lists its acceptable values; ``""`` in the
-    list means the argument may be omitted; arguments not listed must not appear."""
+    """One expected call, BFCL style: each argument gives its acceptable value, or a list of
+    acceptable values; ``""`` in the list means the argument may be omitted; arguments not listed
+    must not appear. (A list is read as alternatives: an argument whose one value is a list is
+    written ``[[1, 2]]``.)"""
 
     name: str
-    arguments: dict[str, list[Any]] = Field(default_factory=dict)
+    arguments: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Argument -> its value, or a list of acceptable values."
+    )
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _single_values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
 
 
 class ToolCallsCheck(_CheckBase):
@@ -313,6 +324,15 @@ class Task(_Strict):
             if name not in BUILTIN_TOOLSETS and ":" not in name and not name.endswith(".py"):
                 raise ValueError(f"unknown tool set {name!r}: use {', '.join(BUILTIN_TOOLSETS)}, or module:attr / file.py")
         return tools
+
+    @field_validator("functions")
+    @classmethod
+    def _function_schemas(cls, functions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from .function_schemas import check_function_schema
+
+        for i, schema in enumerate(functions):
+            check_function_schema(schema, where=f"functions[{i}]")  # ValueError naming the problem
+        return functions
 
     @model_validator(mode="after")
     def _consistent(self) -> "Task":

@@ -1,9 +1,11 @@
 """OpenAI-compatible chat-completions backend (``vllm serve``, SGLang, llama.cpp, hosted APIs).
 
 The conversation is converted by :mod:`.openai_convert`; this module owns the HTTP side:
-timeouts, retries with exponential backoff and jitter on 429 / 5xx / dropped connections
-(honouring ``Retry-After``), server-sent-event streaming, and turning every transport or
-protocol failure into one clear :class:`ModelError` subclass.
+timeouts, retries with exponential backoff and jitter where a retry can help (connection
+failures, 429 rate limits, 503 unavailable; honouring ``Retry-After``), server-sent-event
+streaming, and turning every transport or protocol failure into one clear :class:`ModelError`
+subclass. Other server errors (500...) are not retried: the server took the request and failed,
+and a retry would regenerate the whole answer to most likely fail the same way.
 
 The answer is passed on as the server sent it: ``text`` may hold ``<think>`` and
 ``<tool_call>`` blocks (a server started without a tool parser), and native ``tool_calls``
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenAICompatModel", "RetryNotice"]
 
-_RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+_RETRY_STATUSES = {429: "rate limited", 503: "unavailable"}
+"""The statuses a retry can help with, and what they mean."""
 ToolChoice = Literal["auto", "none", "required"]
 
 
@@ -77,7 +80,7 @@ class OpenAICompatModel(Model):
             streaming, the next chunk when streaming. Timeouts are not retried (the server took
             the request and is slow; retrying would multiply the wait).
         connect_timeout_s: Longest wait to open a connection (retried).
-        max_retries: Retries after the first attempt for 429 / 5xx / connection failures.
+        max_retries: Retries after the first attempt for 429 / 503 / connection failures.
         backoff_s: First retry delay; doubles each retry, with jitter, capped at ``max_backoff_s``.
             A ``Retry-After`` header replaces it (also capped).
         extra_body: Extra request fields merged last (``{"top_k": 20}``,
@@ -381,13 +384,19 @@ class OpenAICompatModel(Model):
             and "enable-auto-tool-choice" in message
         ):
             return _AutoToolChoiceRefused(f"{url} rejected the request (HTTP 400): {message}")
-        if status in _RETRY_STATUSES or status >= 500:
+        if status in _RETRY_STATUSES:
+            what = _RETRY_STATUSES[status]
             return _Retryable(
-                f"HTTP {status}: {message}",
+                f"{what} (HTTP {status}): {message}",
                 retry_after_s=_retry_after(response.headers),
                 final=ModelUnavailableError(
-                    f"{url} answered HTTP {status} after {self.max_retries + 1} attempts: {message}"
+                    f"{url} {what} (HTTP {status}) after {self.max_retries + 1} attempts: {message}"
                 ),
+            )
+        if status >= 500:
+            return ModelError(
+                f"{url} failed with a server error (HTTP {status}): {message} (not retried: the server took "
+                "the request; see its log)"
             )
         if status in (401, 403):
             return ModelUnavailableError(

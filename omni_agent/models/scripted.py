@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..exceptions import ModelError, UserError
+from ..wording import article
 from .base import Model, ModelChunk, ModelInfo, ModelRequest, ModelResponse
 
 __all__ = ["ScriptedModel", "ScriptedOutput"]
@@ -31,7 +32,7 @@ class ScriptedModel(Model):
     def __init__(self, outputs: Sequence[ScriptedOutput], *, name: str = "scripted", chunk_size: int = 7) -> None:
         for i, out in enumerate(outputs):
             if not (isinstance(out, (str, ModelResponse)) or callable(out)):
-                raise UserError(f"scripted output {i} is a {type(out).__name__}; expected text, a ModelResponse or a function")
+                raise UserError(f"scripted output {i} is {article(type(out).__name__)}; expected text, a ModelResponse or a function")
         if chunk_size < 1:
             raise UserError("chunk_size must be >= 1")
         self.outputs: list[ScriptedOutput] = list(outputs)
@@ -68,7 +69,7 @@ class ScriptedModel(Model):
                 except Exception as exc:
                     raise UserError(f"{p}: output {i} is not a valid response: {exc}") from exc
             else:
-                raise UserError(f"{p}: output {i} is a {type(item).__name__}; expected text or an object")
+                raise UserError(f"{p}: output {i} is {article(type(item).__name__)}; expected text or an object")
         return cls(outputs, name=name or p.stem)
 
     @property

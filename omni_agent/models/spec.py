@@ -14,6 +14,8 @@ Options follow a ``?`` as URL query pairs: ``openai:http://h:8000/v1#qwen?timeou
 
 from __future__ import annotations
 
+import difflib
+
 import os
 import re
 from pathlib import Path
@@ -97,6 +99,8 @@ def parse_model_spec(spec: str) -> ModelSpec:
             hint = f" (did you mean openai:{text}#MODEL-NAME?)"
         elif not sep and (Path(text).exists() or text.startswith(("/", "./", "~"))):
             hint = f" (did you mean qwen-omni:{text}?)"
+        elif sep and (close := difflib.get_close_matches(scheme, list(MODEL_SCHEMES), n=1, cutoff=0.5)):
+            hint = f" (did you mean {close[0]}:{rest}?)"
         shown = f"{scheme!r}" if sep else "no scheme"
         raise UserError(f"model spec {spec!r} has {shown}{hint}; use one of: {_valid_list()}")
     if scheme == "openai":

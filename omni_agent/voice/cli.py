@@ -115,7 +115,10 @@ def listen_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="Approve every call that needs confirmation."),
     trajectory: Optional[Path] = typer.Option(None, "--trajectory", help="Trajectory directory (default runs/)."),
 ) -> None:
-    """Continuous voice loop: speak a command, watch it run, hear the progress and the answer."""
+    """Continuous voice loop: speak a command, watch it run, hear the progress and the answer.
+
+    Exit codes: 0 the loop ended (source ended, --max-commands, --idle-timeout); 2 bad usage or a
+    missing microphone / sound device; 1 other errors; 130 interrupted."""
     from ..loop import Agent, run_blocking
     from ..models.spec import load_model
     from ..policy import allow_all, deny_all
