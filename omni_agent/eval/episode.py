@@ -126,9 +126,8 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
                 await _prepare_browser(session, task.setup.browser, env.values)
         except SetupError as exc:
             return done(status="error", error=exc.message, error_stage="setup", infra_error=True, model=label)
-        except HostSafetyError as exc:  # the task's own demand, not a flaky setup: not retried
-            return done(status="error", error=str(exc), error_stage="setup", infra_error=False, model=label)
-        except (UserError, ValidationError) as exc:  # the task file's own mistake: retrying cannot help
+        except (HostSafetyError, UserError, ValidationError) as exc:  # the task file's own mistake (or a
+            # demand only --unsafe-host allows): retrying cannot help
             return done(status="error", error=f"task file: {_first_line(exc)}", error_stage=TASK_STAGE,
                         infra_error=False, model=label)  # fmt: skip
         except Exception as exc:
