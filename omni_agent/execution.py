@@ -162,6 +162,15 @@ async def execute_calls(
         tool = registry[call.name]
         allowed_call = call.model_copy(update={"arguments": coerced.arguments})
         auth = await authorize(policy, approver, allowed_call, tool, policy_state)
+        if auth.allowed and auth.arguments is not None:  # the user edited the call: check it again
+            edited = validate_call(call.model_copy(update={"arguments": auth.arguments}), registry)
+            if edited.ok:
+                allowed_call = call.model_copy(update={"arguments": edited.call.arguments})
+                record = record.model_copy(update={"arguments": edited.call.arguments})
+                auth = auth.model_copy(update={"reason": f"{auth.reason}; the user edited the arguments"})
+            else:
+                why = f"{auth.reason}; the user's edited arguments are invalid: {edited.message}"
+                auth = auth.model_copy(update={"approved": False, "reason": why})
         decision = DecisionRecord(
             call_id=call.id, name=call.name, action=auth.action, reason=auth.reason, approved=auth.approved
         )

@@ -1,0 +1,101 @@
+"""The live screen: grab the X display, encode JPEG, post the newest frame to every page.
+
+A daemon thread polls the screen at ``fps`` while a page is watching (mss grab ~2 ms, JPEG
+~3-5 ms at 1280x800 on this machine kind), and sends a frame only when the picture changed,
+plus one every ``keepalive_s`` so a page that just connected sees the screen at once. Polling
+(rather than X damage events) keeps it to one portable code path; at 15 polls/s a change waits
+~33 ms on average before it is grabbed.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from typing import Callable
+
+from ..screen import ScreenCapture
+from .protocol import frame_message
+
+__all__ = ["FrameStreamer"]
+
+
+class FrameStreamer:
+    """Streams ``display`` to ``post(frame_bytes)`` (see :func:`~.protocol.frame_message`).
+
+    Args:
+        watching: the streamer sleeps while this returns False (no page open).
+        fps: polls per second; frames go out only when the screen changed.
+        quality: JPEG quality (70 keeps a 1280x800 desktop near 60-150 KB).
+    """
+
+    def __init__(
+        self,
+        display: str,
+        post: Callable[[bytes], None],
+        *,
+        watching: Callable[[], bool] = lambda: True,
+        fps: float = 15.0,
+        quality: int = 70,
+        keepalive_s: float = 1.0,
+    ) -> None:
+        self.capture = ScreenCapture(display)
+        self.post = post
+        self.watching = watching
+        self.interval = 1.0 / max(fps, 0.5)
+        self.quality = quality
+        self.keepalive_s = keepalive_s
+        self.size = self.capture.geometry().pixel_size
+        self.frames_sent = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="console-frames", daemon=True)
+
+    def start(self) -> "FrameStreamer":
+        self._thread.start()
+        return self
+
+    def kick(self) -> None:
+        """Send the current screen soon even if unchanged (a page just connected)."""
+        self._kick.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.capture.close()
+
+    def grab_jpeg(self) -> tuple[float, bytes]:
+        """One frame now: (capture time, JPEG bytes)."""
+        image = self.capture.grab()
+        at = time.time()
+        self.size = image.size
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=self.quality)
+        return at, buf.getvalue()
+
+    def _run(self) -> None:
+        last_raw = b""
+        last_sent = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            if self.watching():
+                try:
+                    image = self.capture.grab()
+                    at = time.time()
+                    raw = image.tobytes()
+                    stale = time.monotonic() - last_sent >= self.keepalive_s
+                    if raw != last_raw or stale or self._kick.is_set():
+                        self._kick.clear()
+                        self.size = image.size
+                        buf = io.BytesIO()
+                        image.save(buf, "JPEG", quality=self.quality)
+                        self.post(frame_message(at, buf.getvalue()))
+                        self.frames_sent += 1
+                        last_raw, last_sent = raw, time.monotonic()
+                    self.last_error = None
+                except Exception as exc:  # noqa: BLE001 - the display went away: report, retry slowly
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self._stop.wait(1.0)
+                    continue
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
