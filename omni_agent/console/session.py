@@ -193,8 +193,8 @@ class ConsoleSession:
     # -- take-over -------------------------------------------------------------------------
     async def take_over(self, message: TakeOverMessage) -> ToolResult:
         """Do what the user did on the screen through the run's own tool (only when no step runs)."""
-        if self.state == "running":
-            raise UserError("pause the run before acting on the screen")
+        if self.state == "running" or (self.state == "paused" and not self._waiting_at_gate):
+            raise UserError("pause the run and wait for its step to end before acting on the screen")
         call = takeover_call(message, self.agent.tools, screen_size=self.screen_size, spec=self.spec)
         checked = validate_call(call, self.agent.tools)
         if not checked.ok:

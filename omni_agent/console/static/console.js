@@ -5,7 +5,7 @@
   const FRAME = 1, AUDIO_IN = 2, SPEECH = 3;
   const $ = (sel, root = document) => root.querySelector(sel);
   const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; };
-  const stats = { frames: [], speechPlayed: 0, speechStopped: 0, events: 0 };
+  const stats = { frames: [], eventTimes: [], speechPlayed: 0, speechStopped: 0, events: 0 };
   window.__console = stats;  // read by tests and the benchmark
   if (location.search.includes("token=")) history.replaceState(null, "", "/");  // the cookie holds it now
 
@@ -30,7 +30,12 @@
 
   function onJson(msg) {
     switch (msg.type) {
-      case "event": stats.events++; onEvent(msg.event); break;
+      case "event":
+        stats.events++;
+        stats.eventTimes.push({ type: msg.event.type, at: msg.event.time * 1000, received: performance.timeOrigin + performance.now() });
+        if (stats.eventTimes.length > 2000) stats.eventTimes.shift();
+        onEvent(msg.event);
+        break;
       case "state": setState(msg); break;
       case "approval": showApproval(msg); break;
       case "approval_closed": { const a = $(`.approval[data-call-id="${CSS.escape(msg.call_id)}"]`); if (a) a.remove(); break; }

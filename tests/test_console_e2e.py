@@ -1,0 +1,251 @@
+"""The live console end to end: real Chromium (Playwright) on a real console server, with the
+scripted model and real tools on Xvfb. Each test drives the page the way a person would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omni_agent.messages import AudioPart, TextPart, UserMessage
+from omni_agent.models.base import ModelRequest
+from omni_agent.tool import ToolContext, tool
+from tests.fixtures.console import paint_screen
+from tests.fixtures.core import tool_call
+
+pytestmark = pytest.mark.slow
+
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+
+
+def _wait(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def _open(page: Any, console: Any) -> None:
+    page.goto(console.url)
+    page.wait_for_function("document.querySelector('#conn').textContent === 'connected'")
+
+
+def _run(page: Any, instruction: str) -> None:
+    page.fill("#instruction", instruction)
+    page.click("#run-btn")
+
+
+@tool(risk="dangerous")
+def write_marker(ctx: ToolContext, text: str) -> str:
+    """Write text to marker.txt in the workspace.
+
+    Args:
+        text: What to write.
+    """
+    (ctx.workspace / "marker.txt").write_text(text)
+    return f"wrote {text!r}"
+
+
+@tool
+async def slow_step(seconds: float) -> str:
+    """Wait a while, like a slow tool.
+
+    Args:
+        seconds: How long.
+    """
+    await asyncio.sleep(seconds)
+    return f"waited {seconds} s"
+
+
+def _desktop_tools(display: str) -> list[Any]:
+    from omni_agent.tools.desktop import DesktopConfig, desktop_tools
+
+    return desktop_tools(DesktopConfig(display=display, settle_s=0.05))
+
+
+def test_typed_instruction_runs_and_the_timeline_shows_each_step(start_console, console_page, virtual_display, event_logger):
+    outputs = [
+        "I will click in the drawing area." + tool_call("computer_use", action="left_click", coordinate=[500, 600]),
+        "Clicked the canvas; all done.",
+    ]
+    console = start_console(outputs, tools=_desktop_tools(virtual_display.display), display=virtual_display.display)
+    page = console_page
+    _open(page, console)
+    _run(page, "click the canvas")
+    page.wait_for_selector(".answer", timeout=20_000)
+
+    step1 = page.locator('.step[data-step="1"]')
+    assert "I will click in the drawing area." in step1.locator(".text").inner_text()
+    call = step1.locator(".call")
+    assert call.locator(".call-name").inner_text() == "computer_use"
+    assert '"left_click"' in call.locator(".call-args").inner_text()
+    assert call.locator(".validation").inner_text() == "valid"
+    assert call.locator(".decision").inner_text().startswith("policy: allow")
+    assert "left_click" in call.locator(".result").inner_text()
+    assert call.locator(".result img").count() == 1  # the screenshot the model was shown
+    assert call.locator(".call-timing").inner_text().endswith(" s")
+    assert "answer: Clicked the canvas; all done." in page.locator(".answer").inner_text()
+    # The model's click target was drawn on the live screen, where the click landed.
+    fx, fy = map(float, page.locator("#overlay").get_attribute("data-target").split(","))
+    assert abs(fx - 0.5) < 0.01 and abs(fy - 0.6) < 0.01
+    press = event_logger.wait_for(lambda evs: [e for e in evs if e["type"] == "press"], what="the click")[0]
+    assert abs(press["x"] - 640) <= 2 and abs(press["y"] - 480) <= 2
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "console-run.png"))
+
+
+def test_an_ask_call_waits_for_approve_and_runs_with_the_edited_arguments(start_console, console_page):
+    console = start_console([tool_call("write_marker", text="from the model"), "done"], tools=[write_marker])
+    marker = console.workspace / "marker.txt"
+    page = console_page
+    _open(page, console)
+    _run(page, "write the marker")
+    approval = page.locator(".approval")
+    approval.wait_for(timeout=10_000)
+    assert "write_marker is marked dangerous" in approval.inner_text()
+    time.sleep(0.5)
+    assert not marker.exists()  # waiting for the user, nothing ran
+    assert page.locator("#state").inner_text() == "running"
+
+    # An edit that breaks the schema is refused with the validator's words; the call still waits.
+    approval.locator("textarea").fill('{"text": 5}')
+    approval.locator(".approve").click()
+    page.wait_for_function("document.querySelector('.approval .approval-error').textContent.includes('invalid')")
+    assert not marker.exists()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "console-approval.png"))
+
+    approval.locator("textarea").fill('{"text": "edited by the user"}')
+    approval.locator(".approve").click()
+    page.wait_for_selector(".answer", timeout=10_000)
+    assert marker.read_text() == "edited by the user"
+    decision = page.locator('.call .decision').inner_text()
+    assert "approved" in decision and "the user edited the arguments" in decision
+    assert page.locator(".approval").count() == 0
+
+
+def test_a_denied_call_does_not_run(start_console, console_page):
+    console = start_console([tool_call("write_marker", text="nope"), "ok, I will not"], tools=[write_marker])
+    page = console_page
+    _open(page, console)
+    _run(page, "write the marker")
+    page.locator(".approval .deny").click(timeout=10_000)
+    page.wait_for_selector(".answer", timeout=10_000)
+    assert not (console.workspace / "marker.txt").exists()
+    result = page.locator(".call .result")
+    assert "denied by policy" in result.inner_text() and "did not approve" in result.inner_text()
+    assert "bad" in (result.get_attribute("class") or "")
+
+
+def test_stop_ends_a_run_and_keeps_its_trajectory(start_console, console_page):
+    console = start_console([tool_call("slow_step", seconds=30), "never reached"], tools=[slow_step])
+    page = console_page
+    _open(page, console)
+    _run(page, "wait a long time")
+    page.wait_for_function("document.querySelector('.call .result') && document.querySelector('.call .result').textContent === 'running…'")
+    started = time.monotonic()
+    page.click("#stop-btn")
+    page.wait_for_selector(".answer", timeout=5_000)
+    assert time.monotonic() - started < 5
+    assert page.locator(".answer").inner_text().startswith("cancelled")
+    page.wait_for_function("document.querySelector('#state').textContent === 'idle'")
+    (run_dir,) = [p for p in console.runs_dir.iterdir() if p.is_dir()]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["status"] == "finished" and meta["stop_reason"] == "cancelled"
+
+
+def _center_pixel(page: Any) -> list[int]:
+    return page.evaluate(
+        """() => { const img = document.querySelector('#screen'); if (!img.naturalWidth) return [-1, -1, -1];
+        const c = document.createElement('canvas'); c.width = 8; c.height = 8; const g = c.getContext('2d');
+        g.drawImage(img, img.naturalWidth / 2 - 4, img.naturalHeight / 2 - 4, 8, 8, 0, 0, 8, 8);
+        return Array.from(g.getImageData(4, 4, 1, 1).data.slice(0, 3)); }"""
+    )
+
+
+def _close_to(color: list[int], want: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) < 40 for a, b in zip(color, want))
+
+
+def test_the_live_screen_follows_the_desktop(start_console, console_page, virtual_display):
+    console = start_console(["nothing to do"], display=virtual_display.display)
+    page = console_page
+    _open(page, console)
+    for rgb in ((220, 30, 30), (30, 60, 220)):
+        close = paint_screen(virtual_display.display, rgb)
+        try:
+            _wait(lambda: _close_to(_center_pixel(page), rgb), 5.0, f"the page to show {rgb}")
+        finally:
+            close()
+    assert page.evaluate("window.__console.frames.length") >= 2
+
+
+def test_pause_then_take_over_is_done_by_the_desktop_tool_and_recorded(start_console, console_page, virtual_display, event_logger):
+    seen: dict[str, Any] = {}
+
+    def second_step(request: ModelRequest) -> str:
+        texts = [p.text for m in request.messages if isinstance(m, UserMessage) for p in m.content if isinstance(p, TextPart)]
+        seen["user_actions"] = [t for t in texts if t.startswith("[The user took over")]
+        return "I see what you did." if seen["user_actions"] else "I saw nothing."
+
+    outputs = [tool_call("slow_step", seconds=2), second_step]
+    tools = [slow_step, *_desktop_tools(virtual_display.display)]
+    console = start_console(outputs, tools=tools, display=virtual_display.display)
+    page = console_page
+    _open(page, console)
+    _run(page, "do something slowly")
+    page.wait_for_selector(".call", timeout=10_000)
+    page.click("#pause-btn")
+    page.wait_for_function("document.querySelector('#state').textContent === 'paused (between steps)'", timeout=10_000)
+
+    # Click the event logger's canvas at screen (900, 500) through the live screen view.
+    box = page.evaluate(
+        """() => { const r = document.querySelector('#screen').getBoundingClientRect();
+        const w = document.querySelector('#screen').naturalWidth, h = document.querySelector('#screen').naturalHeight;
+        const s = Math.min(r.width / w, r.height / h); return [r.left + (r.width - w * s) / 2, r.top + (r.height - h * s) / 2, s]; }"""
+    )
+    left, top, scale = box
+    page.mouse.click(left + 900 * scale, top + 500 * scale)
+    press = event_logger.wait_for(lambda evs: [e for e in evs if e["type"] == "press"], what="the user's click")[0]
+    assert abs(press["x"] - 900) <= 3 and abs(press["y"] - 500) <= 3
+    page.wait_for_selector(".user-action", timeout=5_000)
+    assert "computer_use" in page.locator(".user-action").inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "console-takeover.png"))
+
+    page.click("#resume-btn")
+    page.wait_for_selector(".answer", timeout=10_000)
+    assert "I see what you did." in page.locator(".answer").inner_text()
+    assert "left_click" in seen["user_actions"][0]
+    (run_dir,) = [p for p in console.runs_dir.iterdir() if p.is_dir()]
+    assert "[The user took over" in (run_dir / "steps.jsonl").read_text()
+
+
+def test_a_spoken_command_reaches_the_model_as_audio_and_the_answer_is_spoken(start_console, console_page):
+    heard: dict[str, Any] = {}
+
+    def answer(request: ModelRequest) -> str:
+        audio = [p for m in request.messages for p in m.content if isinstance(p, AudioPart)]
+        samples, rate = audio[0].load()
+        heard.update(seconds=len(samples) / rate, peak=float(abs(samples).max()))
+        return "Opening the calculator."
+
+    console = start_console([answer], speak=True)
+    page = console_page
+    _open(page, console)
+    talk = page.locator("#talk-btn")
+    talk.hover()
+    page.mouse.down()
+    time.sleep(3.0)  # the fake microphone loops command.wav (about 2 s)
+    page.mouse.up()
+    page.wait_for_selector(".answer", timeout=20_000)
+    assert "Opening the calculator." in page.locator(".answer").inner_text()
+    assert 0.8 < heard["seconds"] < 3.5 and heard["peak"] > 0.05
+    page.wait_for_function("window.__console.speechPlayed >= 1", timeout=15_000)
