@@ -92,8 +92,9 @@ class PushToTalk:
             self._source.feed_pcm16(pcm16)
 
     def up(self) -> None:
-        if self._release is not None:
-            self._release.set()
+        """End the take: the recorder reads what is queued, then the end mark (nothing is lost)."""
+        if self._source is not None:
+            self._source.close()
         self._source, self._release = None, None
 
     def _record(self, loop: asyncio.AbstractEventLoop, source: QueueSource, release: threading.Event) -> None:
