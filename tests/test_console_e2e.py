@@ -139,9 +139,10 @@ def test_a_denied_call_does_not_run(start_console, console_page):
     page.locator(".approval .deny").click(timeout=10_000)
     page.wait_for_selector(".answer", timeout=10_000)
     assert not (console.workspace / "marker.txt").exists()
-    result = page.locator(".call .result")
-    assert "denied by policy" in result.inner_text() and "did not approve" in result.inner_text()
-    assert "bad" in (result.get_attribute("class") or "")
+    call = page.locator(".call")
+    assert call.locator(".decision").inner_text() == "policy: ask (write_marker is marked dangerous) · denied"
+    assert call.locator(".result").inner_text() == "did not run (denied)"
+    assert "bad" in (call.locator(".result").get_attribute("class") or "")
 
 
 def test_stop_ends_a_run_and_keeps_its_trajectory(start_console, console_page):

@@ -91,6 +91,11 @@
     return calls.get(call.id);
   }
 
+  function notRun(step, call, why) {
+    const r = callBox(step, call).querySelector(".result");
+    r.textContent = `did not run (${why})`; r.classList.add("bad");
+  }
+
   const scroll = () => { const t = $("#timeline"); t.scrollTop = t.scrollHeight; };
 
   function onEvent(e) {
@@ -111,12 +116,14 @@
       case "call_validated": {
         const v = callBox(e.step, e.call).querySelector(".validation");
         v.textContent = e.ok ? "valid" : `invalid: ${e.errors.join("; ")}`; v.classList.toggle("bad", !e.ok);
+        if (!e.ok) notRun(e.step, e.call, "invalid");
         break;
       }
       case "policy_decided": {
         const d = callBox(e.step, e.call).querySelector(".decision");
         const answer = e.approved === true ? " · approved" : e.approved === false ? " · denied" : "";
         d.textContent = `policy: ${e.decision}${e.reason ? ` (${e.reason})` : ""}${answer}`; d.className = `decision ${e.decision}`;
+        if (e.decision === "deny" || e.approved === false) notRun(e.step, e.call, "denied");
         break;
       }
       case "tool_started": {
