@@ -62,7 +62,8 @@ PROBE_JS = """() => {
   img.addEventListener('load', () => {
     const t = performance.timeOrigin + performance.now();
     g.drawImage(img, img.naturalWidth / 2, img.naturalHeight / 2, 1, 1, 0, 0, 1, 1);
-    window.__probe.push({t, rgb: Array.from(g.getImageData(0, 0, 1, 1).data.slice(0, 3))});
+    const f = window.__console.frames[window.__console.frames.length - 1] || {};
+    window.__probe.push({t, captured: f.captured * 1000, received: f.received, rgb: Array.from(g.getImageData(0, 0, 1, 1).data.slice(0, 3))});
   });
 }"""
 
@@ -133,20 +134,26 @@ def measure_fps(page: Any, square: Square, seconds: float) -> float:
     return shown / (seconds - 0.5)
 
 
-def measure_latency(page: Any, square: Square, trials: int) -> list[float]:
+def measure_latency(page: Any, square: Square, trials: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Change -> shown, and its parts: change -> grabbed, grabbed -> in the page, -> decoded and shown."""
     colours = [(230, 20, 20), (20, 200, 40)]
     out = []
+    parts: dict[str, list[float]] = {"grab": [], "transfer": [], "decode": []}
     for i in range(trials):
         rgb = colours[i % 2]
         time.sleep(0.3)
         changed = square.paint(rgb)
         got = page.wait_for_function(
             """([t0, rgb]) => { const hit = window.__probe.find((p) => p.t >= t0 && p.rgb.every((v, k) => Math.abs(v - rgb[k]) < 40));
-            return hit ? hit.t : null; }""",
+            return hit ? hit : null; }""",
             arg=[changed, list(rgb)], timeout=5000, polling=5,
         )  # fmt: skip
-        out.append(got.json_value() - changed)
-    return out
+        hit = got.json_value()
+        out.append(hit["t"] - changed)
+        parts["grab"].append(hit["captured"] - changed)
+        parts["transfer"].append(hit["received"] - hit["captured"])
+        parts["decode"].append(hit["t"] - hit["received"])
+    return out, parts
 
 
 def measure_events(console: Any, page: Any, steps: int) -> list[float]:
@@ -181,7 +188,7 @@ def main() -> None:
                 page.wait_for_function("window.__console.frames.length > 0", timeout=10_000)
                 page.evaluate(PROBE_JS)
                 fps = measure_fps(page, square, args.seconds)
-                latency = measure_latency(page, square, args.trials)
+                latency, parts = measure_latency(page, square, args.trials)
                 events = measure_events(console, page, args.steps)
                 version = browser.version
                 browser.close()
@@ -193,6 +200,8 @@ def main() -> None:
     print("console live screen at 1280x800 (JPEG q70, polled at 15/s, sent on change):")
     print(f"  fps while the screen changes: {fps:.1f} frames/s (target >= 5)")
     print(f"  screen change -> frame shown in the page: {_fmt(latency)} (target <= 200 ms)")
+    for name, values in parts.items():
+        print(f"    {name:9s} {_fmt(values)}")
     print(f"  step events, creation -> page ({args.steps} steps): {_fmt(events)} (target <= 50 ms)")
 
 
