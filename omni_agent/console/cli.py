@@ -94,10 +94,13 @@ def console_cmd(
 
 
 def run_with_ui(instruction: str, *, model: str, tools: str, workspace: Path, runs: Path, max_steps: int) -> None:
-    """``omni-agent run INSTRUCTION --ui``: the console, with this run started at once."""
+    """``omni-agent run INSTRUCTION --ui``: the console, with this run started at once.
+
+    Listens on 127.0.0.1, port $OMNI_CONSOLE_PORT (default 7860; 0 = any free port)."""
     if not instruction:
         raise UserError("--ui needs a typed instruction (speak later commands in the page)")
-    _serve(model=model, tools=tools, host="127.0.0.1", port=7860, workspace=workspace, runs=runs, display=None,
+    port = int(os.environ.get("OMNI_CONSOLE_PORT", "7860"))
+    _serve(model=model, tools=tools, host="127.0.0.1", port=port, workspace=workspace, runs=runs, display=None,
            max_steps=max_steps, speak=True, speech_engine="auto", instruction=instruction)  # fmt: skip
 
 
