@@ -20,6 +20,10 @@ from tests.fixtures.core import tool_call
 pytestmark = pytest.mark.slow
 
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+LONG_ANSWER = (
+    "Opening the calculator. It will take a moment to start, and then I will tell you what is on "
+    "the screen, step by step, so that you can follow along and stop me at any time."
+)
 
 
 def _wait(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
@@ -101,8 +105,8 @@ def test_typed_instruction_runs_and_the_timeline_shows_each_step(start_console, 
     page.screenshot(path=str(SHOTS / "console-run.png"))
 
 
-def test_an_ask_call_waits_for_approve_and_runs_with_the_edited_arguments(start_console, console_page):
-    console = start_console([tool_call("write_marker", text="from the model"), "done"], tools=[write_marker])
+def test_an_ask_call_waits_for_approve_and_runs_with_the_edited_arguments(start_console, console_page, virtual_display, event_logger):
+    console = start_console([tool_call("write_marker", text="from the model"), "done"], tools=[write_marker], display=virtual_display.display)
     marker = console.workspace / "marker.txt"
     page = console_page
     _open(page, console)
@@ -236,7 +240,7 @@ def test_a_spoken_command_reaches_the_model_as_audio_and_the_answer_is_spoken(st
         audio = [p for m in request.messages for p in m.content if isinstance(p, AudioPart)]
         samples, rate = audio[0].load()
         heard.update(seconds=len(samples) / rate, peak=float(abs(samples).max()))
-        return "Opening the calculator."
+        return LONG_ANSWER
 
     console = start_console([answer], speak=True)
     page = console_page
@@ -247,6 +251,16 @@ def test_a_spoken_command_reaches_the_model_as_audio_and_the_answer_is_spoken(st
     time.sleep(3.0)  # the fake microphone loops command.wav (about 2 s)
     page.mouse.up()
     page.wait_for_selector(".answer", timeout=20_000)
-    assert "Opening the calculator." in page.locator(".answer").inner_text()
+    assert LONG_ANSWER in page.locator(".answer").inner_text()
     assert 0.8 < heard["seconds"] < 3.5 and heard["peak"] > 0.05
-    page.wait_for_function("window.__console.speechPlayed >= 1", timeout=15_000)
+
+    # The answer is spoken in the page; pressing the talk button again cuts it off (barge-in).
+    page.wait_for_function("document.querySelector('#voice-status').textContent.startsWith('saying: Opening')", timeout=20_000)
+    page.wait_for_function("window.__console.speechPlayed >= 1 && !document.querySelector('#speech').paused", timeout=10_000)
+    talk.hover()
+    page.mouse.down()
+    page.wait_for_function("window.__console.speechStopped >= 1 && document.querySelector('#speech').paused", timeout=5_000)
+    speaker = console.server.voice_output.speaker
+    _wait(lambda: speaker.history[-1].status == "cancelled", 5.0, "the speaker to drop the answer")
+    assert speaker.history[-1].text.startswith("Opening the calculator")
+    page.mouse.up()
