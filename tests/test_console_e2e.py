@@ -79,7 +79,13 @@ def test_typed_instruction_runs_and_the_timeline_shows_each_step(start_console, 
         "I will click in the drawing area." + tool_call("computer_use", action="left_click", coordinate=[500, 600]),
         "Clicked the canvas; all done.",
     ]
-    console = start_console(outputs, tools=_desktop_tools(virtual_display.display), display=virtual_display.display)
+    from omni_agent.screen import ScreenCapture
+    from omni_agent.tools.desktop_observer import DesktopScreenshotObserver
+
+    observer = DesktopScreenshotObserver(ScreenCapture(virtual_display.display), settle_s=0.05)
+    console = start_console(
+        outputs, tools=_desktop_tools(virtual_display.display), display=virtual_display.display, observers=[observer]
+    )
     page = console_page
     _open(page, console)
     _run(page, "click the canvas")
@@ -96,6 +102,9 @@ def test_typed_instruction_runs_and_the_timeline_shows_each_step(start_console, 
     assert call.locator(".result img").count() == 1  # the screenshot the model was shown
     assert call.locator(".call-timing").inner_text().endswith(" s")
     assert "answer: Clicked the canvas; all done." in page.locator(".answer").inner_text()
+    # The observer's screenshots (before the first step, after step 1) are what the model saw next.
+    assert page.locator("#timeline > .observation img").count() == 1
+    assert step1.locator(".observation img").count() == 1
     # The model's click target was drawn on the live screen, where the click landed.
     fx, fy = map(float, page.locator("#overlay").get_attribute("data-target").split(","))
     assert abs(fx - 0.5) < 0.01 and abs(fy - 0.6) < 0.01

@@ -48,26 +48,29 @@ def build_console(
     speak: bool,
     speech_engine: str,
     stack: list[Any],
+    observe: str = "",
 ) -> Any:
     """The agent (with the CLI's tool sets) inside a :class:`ConsoleServer`."""
     from ..loop import Agent
     from ..models.spec import load_model
-    from ..toolsets import load_toolsets, split_toolset_names
+    from ..toolsets import load_toolsets_with_observers, split_toolset_names
     from .server import ConsoleServer
     from .session import spec_for_model
 
     names = split_toolset_names(tools)
     the_model = load_model(model)
-    screen = _display_for(names, display, stack)
+    screen = _display_for(names + split_toolset_names(observe), display, stack)
     options: dict[str, Any] = {"spec": spec_for_model(the_model), "close_after_run": False}
     space = getattr(the_model.info, "coordinate_space", None)
     if space:
         options["coordinate_space"] = space
     if screen:
         options.update(display=screen, headless=False)
+    loaded = load_toolsets_with_observers(names, workspace=workspace, options=options, observe=observe)
     agent = Agent(
         the_model,
-        load_toolsets(names, workspace=workspace, options=options),
+        loaded.tools,
+        observers=loaded.observers,
         max_steps=max_steps,
         trajectory_dir=runs_dir,
         workspace=workspace,
@@ -87,10 +90,11 @@ def console_cmd(
     max_steps: int = typer.Option(20, "--max-steps"),
     speak: bool = typer.Option(True, "--speak/--no-speak", help="Speak progress and answers in the page."),
     speech_engine: str = typer.Option("auto", "--speech-engine", help="auto | talker | espeak | silent"),
+    observe: str = typer.Option("", "--observe", help="Show the model a screenshot after each step: browser, desktop."),
 ) -> None:
     """Live web console: type or speak an instruction, watch the screen and the steps, approve, take over."""
     _serve(model=model, tools=tools, host=host, port=port, workspace=workspace, runs=runs, display=display,
-           max_steps=max_steps, speak=speak, speech_engine=speech_engine, instruction=None)  # fmt: skip
+           max_steps=max_steps, speak=speak, speech_engine=speech_engine, observe=observe, instruction=None)  # fmt: skip
 
 
 def run_with_ui(instruction: str, *, model: str, tools: str, workspace: Path, runs: Path, max_steps: int) -> None:
@@ -101,7 +105,7 @@ def run_with_ui(instruction: str, *, model: str, tools: str, workspace: Path, ru
         raise UserError("--ui needs a typed instruction (speak later commands in the page)")
     port = int(os.environ.get("OMNI_CONSOLE_PORT", "7860"))
     _serve(model=model, tools=tools, host="127.0.0.1", port=port, workspace=workspace, runs=runs, display=None,
-           max_steps=max_steps, speak=True, speech_engine="auto", instruction=instruction)  # fmt: skip
+           max_steps=max_steps, speak=True, speech_engine="auto", observe="", instruction=instruction)  # fmt: skip
 
 
 def _serve(*, host: str, port: int, instruction: Optional[str], **build: Any) -> None:
@@ -110,7 +114,7 @@ def _serve(*, host: str, port: int, instruction: Optional[str], **build: Any) ->
         console = build_console(
             model=build["model"], tools=build["tools"], workspace=build["workspace"], runs_dir=build["runs"],
             display=build["display"], max_steps=build["max_steps"], speak=build["speak"],
-            speech_engine=build["speech_engine"], stack=stack,
+            speech_engine=build["speech_engine"], stack=stack, observe=build["observe"],
         )  # fmt: skip
         if instruction:
             console.initial_instruction = instruction

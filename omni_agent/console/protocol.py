@@ -40,6 +40,7 @@ __all__ = [
     "event_to_json",
     "frame_message",
     "parse_client_message",
+    "thumbnail",
 ]
 
 FRAME = 1
@@ -128,7 +129,7 @@ def frame_message(captured_at: float, jpeg: bytes) -> bytes:
     return bytes([FRAME]) + struct.pack("<d", captured_at) + jpeg
 
 
-def _thumbnail(part: ImagePart) -> str | None:
+def thumbnail(part: ImagePart) -> str | None:
     """A small JPEG data URL of an image the model was shown (None if it cannot be read)."""
     try:
         image = part.load() if hasattr(part, "load") else None
@@ -145,7 +146,7 @@ def _thumbnail(part: ImagePart) -> str | None:
 
 
 def _result_json(result: ToolResult) -> dict[str, Any]:
-    images = [t for t in (_thumbnail(p) for p in result.content if isinstance(p, ImagePart)) if t]
+    images = [t for t in (thumbnail(p) for p in result.content if isinstance(p, ImagePart)) if t]
     return {"call_id": result.call_id, "name": result.name, "text": result.text, "is_error": result.is_error, "images": images}
 
 

@@ -23,7 +23,7 @@ from ..policy import Approval
 from ..tool import ToolContext
 from ..validation import validate_call
 from .hub import Hub
-from .protocol import ApproveMessage, UserAction, event_to_json
+from .protocol import ApproveMessage, UserAction, event_to_json, thumbnail
 from .takeover import TakeOverMessage, takeover_call, target_fractions
 
 __all__ = ["ConsoleSession", "spec_for_model"]
@@ -60,6 +60,7 @@ class ConsoleSession:
         self._replay: collections.deque[str] = collections.deque(maxlen=REPLAY_LIMIT)
         agent.approver = self.approve
         agent.step_gate = self.gate
+        agent.observers = [ShownObserver(o, self._on_observation) for o in agent.observers]
         agent.events.subscribe(self._on_event)
 
     # -- what a page sees --------------------------------------------------------------------
@@ -77,6 +78,11 @@ class ConsoleSession:
             where = target_fractions(call, screen_size=self.screen_size, spec=self.spec)
             if where is not None:
                 self.hub.broadcast(json.dumps({"type": "target", "action": call.arguments.get("action"), **where}))
+
+    def _on_observation(self, step: int, parts: list[Any]) -> None:
+        images = [t for t in (thumbnail(p) for p in parts if isinstance(p, ImagePart)) if t]
+        if images:
+            self.hub.broadcast(json.dumps({"type": "observation", "step": step, "images": images}))
 
     def state_message(self) -> str:
         paused = self.state == "paused"
@@ -113,6 +119,8 @@ class ConsoleSession:
         try:
             result = await self.agent.arun(instruction, audio=audio)
             self.results.append(result)
+            if result.trajectory_dir is not None:  # the history links each run's HTML report
+                await asyncio.to_thread(_write_report, result.trajectory_dir)
         except asyncio.CancelledError:
             pass  # stopped from the page; the loop closed the trajectory as "cancelled"
         except Exception as exc:  # bad input (UserError) or a loop bug: say it, keep serving
@@ -218,3 +226,28 @@ def _user_action_message(call: ToolCall, result: ToolResult) -> UserMessage:
     text = f"[The user took over while you were paused and did this themselves: {call.name}({args}) -> {outcome}]"
     images = [p for p in result.content if isinstance(p, ImagePart)]
     return UserMessage([TextPart(text=text), *images])
+
+
+def _write_report(trajectory_dir: Any) -> None:
+    from ..html_report import render_trajectory_html
+
+    try:
+        render_trajectory_html(trajectory_dir)
+    except Exception:  # noqa: BLE001 - the page is a convenience; the trajectory is what counts
+        pass
+
+
+class ShownObserver:
+    """Wraps one of the agent's observers so the page also sees what it showed the model."""
+
+    def __init__(self, inner: Any, shown: Any) -> None:
+        self.inner = inner
+        self.shown = shown
+
+    def __getattr__(self, name: str) -> Any:  # settle_s, untrusted, ... as the inner observer has them
+        return getattr(self.inner, name)
+
+    async def observe(self, context: ToolContext) -> list[Any]:
+        parts = await self.inner.observe(context)
+        self.shown(context.step, list(parts or []))
+        return parts

@@ -40,6 +40,13 @@
       case "approval": showApproval(msg); break;
       case "approval_closed": { const a = $(`.approval[data-call-id="${CSS.escape(msg.call_id)}"]`); if (a) a.remove(); break; }
       case "target": drawTarget(msg); break;
+      case "observation": {
+        const box = msg.step ? stepBox(msg.step) : $("#timeline");
+        const obs = el("div", "observation dim", "the model was shown:");
+        for (const src of msg.images) { const img = el("img"); img.src = src; img.alt = "observation"; obs.append(img); }
+        box.append(obs); scroll();
+        break;
+      }
       case "speech": $("#voice-status").textContent = `saying: ${msg.text}`; break;
       case "speech_stop": stopSpeech(); break;
       case "heard": $("#voice-status").textContent = `heard ${msg.seconds.toFixed(1)} s of speech`; break;
