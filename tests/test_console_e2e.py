@@ -4,6 +4,7 @@ scripted model and real tools on Xvfb. Each test drives the page the way a perso
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from omni_agent.loop import Agent
 from omni_agent.messages import AudioPart, TextPart, UserMessage
+from omni_agent.models.scripted import ScriptedModel
 from omni_agent.models.base import ModelRequest
 from omni_agent.tool import ToolContext, tool
 from tests.fixtures.console import paint_screen
@@ -89,6 +92,9 @@ def test_typed_instruction_runs_and_the_timeline_shows_each_step(start_console, 
     page = console_page
     _open(page, console)
     _run(page, "click the canvas")
+    page.wait_for_selector("#overlay[data-target]", timeout=20_000)  # the model's click, drawn live
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "console-run.png"))
     page.wait_for_selector(".answer", timeout=20_000)
 
     step1 = page.locator('.step[data-step="1"]')
@@ -110,8 +116,6 @@ def test_typed_instruction_runs_and_the_timeline_shows_each_step(start_console, 
     assert abs(fx - 0.5) < 0.01 and abs(fy - 0.6) < 0.01
     press = event_logger.wait_for(lambda evs: [e for e in evs if e["type"] == "press"], what="the click")[0]
     assert abs(press["x"] - 640) <= 2 and abs(press["y"] - 480) <= 2
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "console-run.png"))
 
 
 def test_an_ask_call_waits_for_approve_and_runs_with_the_edited_arguments(start_console, console_page, virtual_display, event_logger):
@@ -273,3 +277,41 @@ def test_a_spoken_command_reaches_the_model_as_audio_and_the_answer_is_spoken(st
     _wait(lambda: speaker.history[-1].status == "cancelled", 5.0, "the speaker to drop the answer")
     assert speaker.history[-1].text.startswith("Opening the calculator")
     page.mouse.up()
+
+
+@tool
+def show_picture() -> Any:
+    """Return a small picture."""
+    from PIL import Image
+
+    from omni_agent.messages import ImagePart
+    from omni_agent.tool import ToolOutput
+
+    return ToolOutput(text="a red square", images=[ImagePart.from_pil(Image.new("RGB", (64, 48), (200, 0, 0)))])
+
+
+def test_history_lists_past_runs_shows_their_screenshots_and_links_eval_reports(start_console, console_page):
+    console = start_console(["unused"])
+    earlier = Agent(ScriptedModel([tool_call("show_picture"), "that was red"]), [show_picture], trajectory_dir=console.runs_dir)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's sync API holds this thread's loop
+        pool.submit(earlier.run, "show me a picture").result()
+    suite = console.runs_dir / "smoke-20261203-100000"
+    suite.mkdir()
+    (suite / "summary.json").write_text(json.dumps({"suite": "smoke"}))
+    (suite / "index.html").write_text("<html><body><h1>smoke report</h1></body></html>")
+    page = console_page
+    _open(page, console)
+    page.click("#tab-history")
+    entries = page.locator("#history-list .run-entry")
+    entries.first.wait_for()
+    assert entries.count() == 2
+    run_entry = page.locator(".run-entry", has_text="show me a picture")
+    assert "answer" in run_entry.inner_text()
+    run_entry.click()
+    page.wait_for_selector("#history-view .step")
+    assert "that was red" in page.locator("#history-view").inner_text()
+    page.wait_for_function("[...document.querySelectorAll('#history-view .result img')].some((i) => i.naturalWidth === 64)")
+    report = page.locator(".run-entry", has_text="smoke").locator("a.report")
+    with page.context.expect_page() as opened:
+        report.click()
+    assert "smoke report" in opened.value.locator("h1").inner_text()
