@@ -105,9 +105,17 @@ class PushToTalk:
             segmenter = self.segmenter_factory() if self.segmenter_factory else UtteranceSegmenter()
             utterance = record_push_to_talk(source, segmenter, release, max_seconds=self.max_seconds)
         except Exception as exc:  # no speech, a VAD that cannot load: say it in the page
-            loop.call_soon_threadsafe(self.on_error, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+            _post(loop, self.on_error, getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
             return
-        loop.call_soon_threadsafe(self.on_utterance, utterance)
+        _post(loop, self.on_utterance, utterance)
+
+
+def _post(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], Any], value: Any) -> None:
+    """Hand a result to the event loop; a console that shut down meanwhile drops it."""
+    try:
+        loop.call_soon_threadsafe(fn, value)
+    except RuntimeError:  # the loop is closed
+        pass
 
 
 class PageSink:
