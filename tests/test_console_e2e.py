@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +317,44 @@ def test_history_lists_past_runs_shows_their_screenshots_and_links_eval_reports(
     with page.context.expect_page() as opened:
         report.click()
     assert "smoke report" in opened.value.locator("h1").inner_text()
+
+
+class _GreenPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = b"<!doctype html><title>green</title><body style='margin:0;background:#10c040;height:100vh'>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_browser_toolset_runs_headful_on_the_live_screen(console_page, virtual_display, tmp_path):
+    from omni_agent.console.cli import build_console
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), _GreenPage)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{site.server_address[1]}/"
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([tool_call("browser_goto", url=url), "it is green"]))
+    server = build_console(
+        model=f"scripted:{script}", tools="browser", workspace=tmp_path, runs_dir=tmp_path / "runs",
+        display=virtual_display.display, max_steps=5, speak=False, speech_engine="silent", stack=[],
+    ).start_in_thread()  # fmt: skip
+    try:
+        page = console_page
+        _open(page, server)
+        _run(page, "open the page")
+        page.wait_for_selector(".call", timeout=10_000)
+        page.click("#pause-btn")
+        page.wait_for_function("document.querySelector('#state').textContent === 'paused (between steps)'", timeout=30_000)
+        assert "Tab 0" in page.locator(".call .result").inner_text()
+        _wait(lambda: _close_to(_center_pixel(page), (16, 192, 64)), 10.0, "the browser tab on the live screen")
+        page.click("#resume-btn")
+        page.wait_for_selector(".answer", timeout=20_000)
+    finally:
+        server.stop_thread()
+        site.shutdown()

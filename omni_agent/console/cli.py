@@ -60,7 +60,7 @@ def build_console(
     names = split_toolset_names(tools)
     the_model = load_model(model)
     screen = _display_for(names + split_toolset_names(observe), display, stack)
-    options: dict[str, Any] = {"spec": spec_for_model(the_model), "close_after_run": False}
+    options: dict[str, Any] = {"spec": spec_for_model(the_model)}
     space = getattr(the_model.info, "coordinate_space", None)
     if space:
         options["coordinate_space"] = space

@@ -75,8 +75,7 @@ class ConsoleServer:
             self.session.start(self.initial_instruction)
 
     async def on_shutdown(self) -> None:
-        self.session.stop()
-        await self.session.wait_idle()
+        await self.session.aclose()
         if self.frames is not None:
             self.frames.stop()
         if self.voice_output is not None:

@@ -58,6 +58,8 @@ class ConsoleSession:
         self._user_messages: list[Message] = []
         self._pending: dict[str, tuple[ToolCall, str, asyncio.Future[Approval]]] = {}
         self._replay: collections.deque[str] = collections.deque(maxlen=REPLAY_LIMIT)
+        self._takeover_state: dict[str, Any] = {}
+        """What tools keep between take-over calls (e.g. a browser session); closed by ``aclose``."""
         agent.approver = self.approve
         agent.step_gate = self.gate
         agent.observers = [ShownObserver(o, self._on_observation) for o in agent.observers]
@@ -140,6 +142,21 @@ class ConsoleSession:
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
 
+    async def aclose(self) -> None:
+        """Stop the run and close what take-over calls opened (as the loop does at a run's end)."""
+        self.stop()
+        await self.wait_idle()
+        state, self._takeover_state = self._takeover_state, {}
+        for value in state.values():
+            closer = getattr(value, "aclose", None) or getattr(value, "close", None)
+            if callable(closer):
+                try:
+                    out = closer()
+                    if asyncio.iscoroutine(out):
+                        await asyncio.wait_for(out, timeout=30)
+                except Exception:  # noqa: BLE001 - shutting down: nothing more to do with it
+                    pass
+
     def pause(self) -> None:
         """The run stops before its next step (a step under way finishes first)."""
         if self.state == "running":
@@ -208,7 +225,10 @@ class ConsoleSession:
         if not checked.ok:
             raise UserError(f"cannot do that: {checked.message}")
         tool = self.agent.tools[call.name]
-        context = ToolContext(workspace=self.agent.workspace, run_id=self.run_id, step=self.step, call_id=call.id, events=self.agent.events)
+        context = ToolContext(
+            workspace=self.agent.workspace, run_id=self.run_id, step=self.step, call_id=call.id,
+            events=self.agent.events, state=self._takeover_state,
+        )  # fmt: skip
         output = await tool.call(checked.call.arguments, context)
         result = ToolResult(call_id=call.id, name=call.name, content=output.parts(), is_error=output.is_error)
         if self.state == "paused":
