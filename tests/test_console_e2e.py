@@ -237,13 +237,21 @@ def test_pause_then_take_over_is_done_by_the_desktop_tool_and_recorded(start_con
     assert abs(press["x"] - 900) <= 3 and abs(press["y"] - 500) <= 3
     page.wait_for_selector(".user-action", timeout=5_000)
     assert "computer_use" in page.locator(".user-action").inner_text()
+    # Click into the text entry, then type through the take-over box: the desktop tool types it.
+    ex, ey = event_logger.entry_center
+    page.mouse.click(left + ex * scale, top + ey * scale)
+    page.wait_for_function("document.querySelectorAll('.user-action').length === 2")
+    page.fill("#takeover-text", "hi there")
+    page.click("#takeover-send")
+    event_logger.wait_for(lambda evs: event_logger.text() == "hi there", what="the typed text")
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "console-takeover.png"))
 
     page.click("#resume-btn")
     page.wait_for_selector(".answer", timeout=10_000)
     assert "I see what you did." in page.locator(".answer").inner_text()
-    assert "left_click" in seen["user_actions"][0]
+    assert "left_click" in seen["user_actions"][0] and '"type"' in seen["user_actions"][2]
+    assert len(seen["user_actions"]) == 3
     (run_dir,) = [p for p in console.runs_dir.iterdir() if p.is_dir()]
     assert "[The user took over" in (run_dir / "steps.jsonl").read_text()
 
