@@ -244,6 +244,8 @@ def test_pause_then_take_over_is_done_by_the_desktop_tool_and_recorded(start_con
     page.fill("#takeover-text", "hi there")
     page.click("#takeover-send")
     event_logger.wait_for(lambda evs: event_logger.text() == "hi there", what="the typed text")
+    page.wait_for_function("document.querySelectorAll('.user-action').length === 3")
+    time.sleep(0.3)  # the next frame shows the typed text
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "console-takeover.png"))
 
