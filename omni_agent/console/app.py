@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ async def _socket(console: Any, websocket: WebSocket) -> None:
 
 
 def _error(message: str) -> str:
-    return json.dumps({"type": "error", "message": message})
+    return p.ErrorMessage(message=message).wire()
 
 
 async def _handle(console: Any, peer: Peer, text: str) -> None:

@@ -3,8 +3,8 @@
 Client -> server: JSON text messages (:data:`ClientMessage`, validated by pydantic; a bad one
 gets an ``error`` reply and changes nothing) and binary push-to-talk audio (first byte
 :data:`AUDIO_IN`, then 16 kHz mono int16 PCM). Server -> client: JSON text (agent events as
-``{"type": "event", "event": {...}}``, state, approval requests, errors, speech) and binary
-frames whose first byte says what follows (:data:`FRAME`: 8-byte little-endian capture time in
+``{"type": "event", "event": {...}}`` by :func:`event_to_json`, and the ``*Message`` /
+``Approval*`` models below) and binary frames whose first byte says what follows (:data:`FRAME`: 8-byte little-endian capture time in
 Unix seconds, then a JPEG; :data:`SPEECH`: a WAV file).
 """
 
@@ -24,17 +24,25 @@ from ..messages import ImagePart, ToolCall, ToolResult
 
 __all__ = [
     "AUDIO_IN",
+    "ApprovalClosed",
+    "ApprovalRequest",
     "ApproveMessage",
     "ClientMessage",
+    "ErrorMessage",
     "FRAME",
+    "HeardMessage",
     "KeyMessage",
+    "ObservationMessage",
     "PauseMessage",
     "PointerMessage",
     "PttMessage",
     "ResumeMessage",
     "SPEECH",
+    "SpeechMessage",
     "StartMessage",
+    "StateMessage",
     "StopMessage",
+    "TargetMessage",
     "TypeMessage",
     "UserAction",
     "event_to_json",
@@ -112,6 +120,74 @@ _CLIENT = TypeAdapter(ClientMessage)
 def parse_client_message(text: str) -> ClientMessage:
     """Validate one JSON message from the page (raises pydantic's ValidationError / ValueError)."""
     return _CLIENT.validate_json(text)
+
+
+# -- server -> page ----------------------------------------------------------------------------
+
+
+class _ServerMessage(BaseModel):
+    def wire(self) -> str:
+        """The JSON text sent to the pages."""
+        return self.model_dump_json(by_alias=True)
+
+
+class StateMessage(_ServerMessage):
+    type: Literal["state"] = "state"
+    state: Literal["idle", "running", "paused"]
+    run_id: str = ""
+    step: int = 0
+    at_gate: bool = False
+    """Paused and waiting between steps (take-over is possible now)."""
+
+
+class ApprovalRequest(_ServerMessage):
+    type: Literal["approval"] = "approval"
+    call: ToolCall
+    reason: str
+    schema_: dict[str, Any] = Field(default_factory=dict, serialization_alias="schema")
+    """The tool's JSON Schema, so the page can show what the arguments may be."""
+
+
+class ApprovalClosed(_ServerMessage):
+    type: Literal["approval_closed"] = "approval_closed"
+    call_id: str
+
+
+class TargetMessage(_ServerMessage):
+    """Where a model's desktop call acts, in fractions of the screen (a drag also has its start)."""
+
+    type: Literal["target"] = "target"
+    action: str | None = None
+    fx: float
+    fy: float
+    fx0: float | None = None
+    fy0: float | None = None
+
+
+class ObservationMessage(_ServerMessage):
+    type: Literal["observation"] = "observation"
+    step: int
+    images: list[str]
+    """JPEG data URLs of what an observer showed the model."""
+
+
+class SpeechMessage(_ServerMessage):
+    """Announces the WAV frame that follows (or, as ``speech_stop``, that it was cut off)."""
+
+    type: Literal["speech", "speech_stop"] = "speech"
+    id: int
+    text: str = ""
+    kind: str = ""
+
+
+class HeardMessage(_ServerMessage):
+    type: Literal["heard"] = "heard"
+    seconds: float
+
+
+class ErrorMessage(_ServerMessage):
+    type: Literal["error"] = "error"
+    message: str
 
 
 @dataclasses.dataclass(kw_only=True)

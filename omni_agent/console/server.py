@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .auth import make_token
 from .frames import FrameStreamer
 from .hub import Hub
+from .protocol import HeardMessage
 from .session import ConsoleSession
 from .voice import PageSink, PushToTalk
 
@@ -98,7 +100,7 @@ class ConsoleServer:
     def _heard(self, utterance: Any) -> None:
         from ..exceptions import UserError
 
-        self.hub.broadcast('{"type": "heard", "seconds": %.2f}' % utterance.duration_s)
+        self.hub.broadcast(HeardMessage(seconds=round(utterance.duration_s, 2)).wire())
         try:
             self.session.start(self.voice_instruction, audio=utterance.part())
         except UserError as exc:
@@ -136,8 +138,6 @@ class ConsoleServer:
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="console-server", daemon=True)
         thread.start()
         self._thread = thread
-        import time
-
         deadline = time.monotonic() + timeout_s
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:

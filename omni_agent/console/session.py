@@ -23,7 +23,18 @@ from ..policy import Approval
 from ..tool import ToolContext
 from ..validation import validate_call
 from .hub import Hub
-from .protocol import ApproveMessage, UserAction, event_to_json, thumbnail
+from .protocol import (
+    ApprovalClosed,
+    ApprovalRequest,
+    ApproveMessage,
+    ErrorMessage,
+    ObservationMessage,
+    StateMessage,
+    TargetMessage,
+    UserAction,
+    event_to_json,
+    thumbnail,
+)
 from .takeover import TakeOverMessage, takeover_call, target_fractions
 
 __all__ = ["ConsoleSession", "spec_for_model"]
@@ -79,19 +90,16 @@ class ConsoleSession:
         if isinstance(event, ev.ToolStarted) and isinstance(call, ToolCall):
             where = target_fractions(call, screen_size=self.screen_size, spec=self.spec)
             if where is not None:
-                self.hub.broadcast(json.dumps({"type": "target", "action": call.arguments.get("action"), **where}))
+                self.hub.broadcast(TargetMessage(action=call.arguments.get("action"), **where).wire())
 
     def _on_observation(self, step: int, parts: list[Any]) -> None:
         images = [t for t in (thumbnail(p) for p in parts if isinstance(p, ImagePart)) if t]
         if images:
-            self.hub.broadcast(json.dumps({"type": "observation", "step": step, "images": images}))
+            self.hub.broadcast(ObservationMessage(step=step, images=images).wire())
 
     def state_message(self) -> str:
-        paused = self.state == "paused"
-        return json.dumps(
-            {"type": "state", "state": self.state, "run_id": self.run_id, "step": self.step,
-             "at_gate": paused and self._waiting_at_gate}
-        )  # fmt: skip
+        at_gate = self.state == "paused" and self._waiting_at_gate
+        return StateMessage(state=self.state, run_id=self.run_id, step=self.step, at_gate=at_gate).wire()
 
     def _set_state(self, state: RunState) -> None:
         self.state = state
@@ -104,7 +112,7 @@ class ConsoleSession:
         return out
 
     def error(self, message: str) -> None:
-        self.hub.broadcast(json.dumps({"type": "error", "message": message}))
+        self.hub.broadcast(ErrorMessage(message=message).wire())
 
     # -- run control ---------------------------------------------------------------------------
     def start(self, instruction: str, *, audio: Any = None) -> None:
@@ -183,11 +191,7 @@ class ConsoleSession:
     # -- approvals -------------------------------------------------------------------------
     def _approval_request(self, call: ToolCall, reason: str) -> str:
         tool = self.agent.tools.get(call.name)
-        schema = tool.parameters if tool is not None else {}
-        return json.dumps(
-            {"type": "approval", "call": call.model_dump(mode="json"), "reason": reason, "schema": schema},
-            default=str,
-        )
+        return ApprovalRequest(call=call, reason=reason, schema_=tool.parameters if tool is not None else {}).wire()
 
     async def approve(self, call: ToolCall, reason: str) -> Approval:
         """The approver: ask the pages and wait for an answer (stop cancels the wait)."""
@@ -198,7 +202,7 @@ class ConsoleSession:
             return await future
         finally:
             self._pending.pop(call.id, None)
-            self.hub.broadcast(json.dumps({"type": "approval_closed", "call_id": call.id}))
+            self.hub.broadcast(ApprovalClosed(call_id=call.id).wire())
 
     def answer(self, message: ApproveMessage) -> None:
         """Resolve a pending "ask"; edited arguments must pass validation (else :class:`UserError`)."""

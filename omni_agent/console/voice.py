@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import queue
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .hub import Hub
-from .protocol import SPEECH
+from .protocol import SPEECH, SpeechMessage
 
 __all__ = ["PageSink", "PushToTalk", "QueueSource"]
 
@@ -136,7 +135,7 @@ class PageSink:
             w.setsampwidth(2)
             w.setframerate(int(rate))
             w.writeframes((np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767).astype("<i2").tobytes())
-        self.hub.broadcast_threadsafe(json.dumps({"type": "speech", "id": record.id, "text": record.text, "kind": record.kind}))
+        self.hub.broadcast_threadsafe(SpeechMessage(id=record.id, text=record.text, kind=record.kind).wire())
         self.hub.broadcast_threadsafe(bytes([SPEECH]) + buf.getvalue())
         self.sent += 1
         record.samples_played = 0
@@ -144,7 +143,7 @@ class PageSink:
         started = time.monotonic()
         while time.monotonic() - started < duration:
             if record.cancel.wait(0.05):
-                self.hub.broadcast_threadsafe(json.dumps({"type": "speech_stop", "id": record.id}))
+                self.hub.broadcast_threadsafe(SpeechMessage(type="speech_stop", id=record.id).wire())
                 return
             record.samples_played = min(len(samples), int((time.monotonic() - started) * rate))
         record.samples_played = len(samples)
