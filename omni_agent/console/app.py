@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -26,6 +26,9 @@ from . import protocol as p
 from .auth import COOKIE_NAME, origin_allowed, token_from, token_matches
 from .history import list_runs, resolve_inside, trajectory_json
 from .hub import Peer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .server import ConsoleServer
 
 __all__ = ["MAX_MESSAGE_BYTES", "STATIC_DIR", "create_app"]
 
@@ -62,7 +65,7 @@ class _TokenGate:
         await self.app(scope, receive, send)
 
 
-def create_app(console: Any) -> Starlette:
+def create_app(console: ConsoleServer) -> Starlette:
     """Routes for a :class:`~omni_agent.console.server.ConsoleServer` (its session, hub, runs folder)."""
 
     async def index(request: Request) -> Response:
@@ -114,7 +117,7 @@ def create_app(console: Any) -> Starlette:
     return app
 
 
-async def _socket(console: Any, websocket: WebSocket) -> None:
+async def _socket(console: ConsoleServer, websocket: WebSocket) -> None:
     await websocket.accept()
     peer = Peer(websocket)
     console.hub.add(peer)
@@ -146,7 +149,7 @@ def _error(message: str) -> str:
     return p.ErrorMessage(message=message).wire()
 
 
-async def _handle(console: Any, peer: Peer, text: str) -> None:
+async def _handle(console: ConsoleServer, peer: Peer, text: str) -> None:
     """One JSON message from the page; bad input is answered on this socket and changes nothing."""
     try:
         message = p.parse_client_message(text)

@@ -193,6 +193,10 @@ class ConsoleSession:
         tool = self.agent.tools.get(call.name)
         return ApprovalRequest(call=call, reason=reason, schema_=tool.parameters if tool is not None else {}).wire()
 
+    def pending_call_ids(self) -> list[str]:
+        """Calls waiting for an answer, oldest first."""
+        return list(self._pending)
+
     async def approve(self, call: ToolCall, reason: str) -> Approval:
         """The approver: ask the pages and wait for an answer (stop cancels the wait)."""
         future: asyncio.Future[Approval] = asyncio.get_running_loop().create_future()
