@@ -25,7 +25,7 @@ from typing import Any
 from . import events as ev
 from .exceptions import ToolExecutionError
 from .messages import TextPart, ToolCall, ToolResult
-from .policy import Approver, Policy, PolicyState, ask_approver, authorize
+from .policy import Approver, Policy, PolicyState, authorize, get_approval
 from .registry import ToolRegistry
 from .tool import Tool, ToolContext, ToolOutput
 from .trajectory import DecisionRecord, ValidationRecord
@@ -221,7 +221,10 @@ class _Runner:
         t = time.monotonic()
         output = await self._invoke(call, tool)
         if output.needs_confirmation and not output.is_error:
-            approved, note = await ask_approver(self.approver, call, output.needs_confirmation)
+            approval, note = await get_approval(self.approver, call, output.needs_confirmation)
+            approved = approval.approved and approval.arguments in (None, call.arguments)
+            if approval.approved and not approved:  # the tool asked about these exact arguments
+                note = "a call the tool itself asks about cannot be run with edited arguments"
             reason = f"{output.needs_confirmation}; {note}" if note else output.needs_confirmation
             await self.emit(ev.PolicyDecided(step=self.step, call=call, decision="ask", reason=reason, approved=approved))
             if approved:

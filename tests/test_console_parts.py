@@ -27,7 +27,7 @@ from omni_agent.messages import TextPart, ToolCall, UserMessage
 from omni_agent.models.scripted import ScriptedModel
 from omni_agent.policy import Approval
 from omni_agent.registry import ToolRegistry
-from omni_agent.tool import Tool, tool
+from omni_agent.tool import Tool, ToolContext, ToolOutput, tool
 from omni_agent.trajectory import load_trajectory
 from tests.fixtures.core import tool_call
 
@@ -226,3 +226,28 @@ def test_push_to_talk_turns_socket_pcm_into_an_utterance(tmp_path):
     asyncio.run(main())
     assert len(utterances) == 1 and 0.6 < utterances[0].duration_s < speech.size / 16_000
     assert len(errors) == 1 and "no speech" in errors[0]
+
+
+@tool
+def guarded(ctx: ToolContext, target: str) -> ToolOutput:
+    """A tool that asks for confirmation itself before acting.
+
+    Args:
+        target: What to act on.
+    """
+    if ctx.call_id not in ctx.state.get("confirmed_calls", set()):
+        return ToolOutput(text="", needs_confirmation=f"really act on {target}?")
+    return ToolOutput(text=f"acted on {target}")
+
+
+def test_a_tool_that_asks_itself_runs_only_as_asked(tmp_path):
+    def run(answer: Any) -> Any:
+        agent = Agent(ScriptedModel([tool_call("guarded", target="a"), "done"]), [guarded], approver=lambda c, r: answer)
+        return agent.run("go").messages
+
+    def result_text(messages: list[Any]) -> str:
+        return next(m.result.text for m in messages if getattr(m, "role", "") == "tool")
+
+    assert result_text(run(Approval(approved=True))) == "acted on a"
+    edited = result_text(run(Approval(approved=True, arguments={"target": "b"})))
+    assert "cannot be run with edited arguments" in edited and "acted on" not in edited
