@@ -122,7 +122,10 @@ class ConsoleServer:
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound}/?token={self.token}"
-        config = uvicorn.Config(create_app(self), log_level="warning", ws_max_size=1 << 20, lifespan="on")
+        # No per-message deflate: frames are JPEG (incompressible) and zlib on ~100 KB costs latency.
+        config = uvicorn.Config(
+            create_app(self), log_level="warning", ws_max_size=1 << 20, ws_per_message_deflate=False, lifespan="on"
+        )
         return uvicorn.Server(config), sock
 
     def serve(self, *, host: str = "127.0.0.1", port: int = 7860, announce: Callable[[str], None] = print) -> None:
