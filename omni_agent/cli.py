@@ -174,7 +174,8 @@ def run_cmd(
     if ui:
         from .console.cli import run_with_ui
 
-        return run_with_ui(instruction, model=model, tools=tools, workspace=workspace, runs=trajectory or Path("runs"), max_steps=max_steps)
+        runs = trajectory or Path("runs")
+        return run_with_ui(instruction, model=model, tools=tools, workspace=workspace, runs=runs, max_steps=max_steps)
     from .display import LiveDisplay
     from .loop import Agent, StopReason
     from .messages import AudioPart, ImagePart
