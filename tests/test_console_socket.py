@@ -82,3 +82,23 @@ def test_take_over_is_refused_while_a_step_runs_and_a_second_start_is_refused(st
         assert "needs the desktop toolset" in _until(ws, lambda m: m["type"] == "error")["message"]
         ws.send(json.dumps({"type": "resume"}))
         assert _until(ws, _event("run_finished"))["event"]["answer"] == "done"
+
+
+def test_the_page_is_told_when_the_screen_goes_away(start_console):
+    from omni_agent.xvfb import VirtualDisplay
+
+    display = VirtualDisplay(width=640, height=400).start()
+    try:
+        console = start_console(["hi"], display=display.display)
+        with _socket(console) as ws:
+            deadline = time.monotonic() + 10
+            frame = None
+            while frame is None and time.monotonic() < deadline:
+                raw = ws.recv(timeout=5)
+                frame = raw if isinstance(raw, bytes) else None
+            assert frame is not None and frame[0] == 1 and frame[9:11] == b"\xff\xd8"  # a JPEG frame
+            display.stop()
+            error = _until(ws, lambda m: m["type"] == "error", timeout=15)
+            assert error["message"].startswith("live screen:") and "display" in error["message"]
+    finally:
+        display.stop()

@@ -25,6 +25,7 @@ class FrameStreamer:
 
     Args:
         watching: the streamer sleeps while this returns False (no page open).
+        on_error: told (from the streamer's thread) when grabbing fails, once per new message.
         fps: polls per second; frames go out only when the screen changed.
         quality: JPEG quality (70 keeps a 1280x800 desktop near 60-150 KB).
     """
@@ -35,6 +36,7 @@ class FrameStreamer:
         post: Callable[[bytes], None],
         *,
         watching: Callable[[], bool] = lambda: True,
+        on_error: Callable[[str], None] = lambda message: None,
         fps: float = 15.0,
         quality: int = 70,
         keepalive_s: float = 1.0,
@@ -42,6 +44,7 @@ class FrameStreamer:
         self.capture = ScreenCapture(display)
         self.post = post
         self.watching = watching
+        self.on_error = on_error
         self.interval = 1.0 / max(fps, 0.5)
         self.quality = quality
         self.keepalive_s = keepalive_s
@@ -96,8 +99,11 @@ class FrameStreamer:
                         self.frames_sent += 1
                         last, last_sent = image, time.monotonic()
                     self.last_error = None
-                except Exception as exc:  # noqa: BLE001 - the display went away: report, retry slowly
-                    self.last_error = f"{type(exc).__name__}: {exc}"
+                except Exception as exc:  # noqa: BLE001 - the display went away: report once, retry slowly
+                    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                    if message != self.last_error:
+                        self.on_error(message)
+                    self.last_error = message
                     self._stop.wait(1.0)
                     continue
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))

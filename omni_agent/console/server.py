@@ -19,7 +19,7 @@ from typing import Any, Callable
 from .auth import make_token
 from .frames import FrameStreamer
 from .hub import Hub
-from .protocol import HeardMessage
+from .protocol import ErrorMessage, HeardMessage
 from .session import ConsoleSession
 from .voice import PageSink, PushToTalk
 
@@ -53,7 +53,11 @@ class ConsoleServer:
         self.runs_dir = Path(runs_dir)
         self.token = token or make_token()
         self.hub = Hub()
-        self.frames = FrameStreamer(display, self.hub.frame_threadsafe, watching=lambda: self.hub.watching, fps=fps) if display else None
+        self.frames = (
+            FrameStreamer(display, self.hub.frame_threadsafe, watching=lambda: self.hub.watching, on_error=self._screen_error, fps=fps)
+            if display
+            else None
+        )
         size = self.frames.size if self.frames is not None else (1280, 800)
         self.session = ConsoleSession(agent, self.hub, screen_size=size)
         self.voice_instruction = voice_instruction
@@ -105,6 +109,9 @@ class ConsoleServer:
             self.session.start(self.voice_instruction, audio=utterance.part())
         except UserError as exc:
             self.session.error(exc.message)
+
+    def _screen_error(self, message: str) -> None:
+        self.hub.broadcast_threadsafe(ErrorMessage(message=f"live screen: {message}").wire())
 
     def _barge_in(self) -> None:
         if self.voice_output is not None:
