@@ -245,6 +245,11 @@ def test_pause_then_take_over_is_done_by_the_desktop_tool_and_recorded(start_con
     page.click("#takeover-send")
     event_logger.wait_for(lambda evs: event_logger.text() == "hi there", what="the typed text")
     page.wait_for_function("document.querySelectorAll('.user-action').length === 3")
+    # A double click on the live screen is one double click on the desktop, not two clicks and one.
+    page.mouse.dblclick(left + 300 * scale, top + 600 * scale)
+    double = event_logger.wait_for(lambda evs: [e for e in evs if e["type"] == "double"], what="the double click")[0]
+    assert abs(double["x"] - 300) <= 3 and abs(double["y"] - 600) <= 3
+    page.wait_for_function("document.querySelectorAll('.user-action').length === 4")
     time.sleep(0.3)  # the next frame shows the typed text
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "console-takeover.png"))
@@ -253,7 +258,7 @@ def test_pause_then_take_over_is_done_by_the_desktop_tool_and_recorded(start_con
     page.wait_for_selector(".answer", timeout=10_000)
     assert "I see what you did." in page.locator(".answer").inner_text()
     assert "left_click" in seen["user_actions"][0] and '"type"' in seen["user_actions"][2]
-    assert len(seen["user_actions"]) == 3
+    assert len(seen["user_actions"]) == 4 and '"double_click"' in seen["user_actions"][3]
     (run_dir,) = [p for p in console.runs_dir.iterdir() if p.is_dir()]
     assert "[The user took over" in (run_dir / "steps.jsonl").read_text()
 

@@ -232,13 +232,21 @@
   let down = null;
   const frac = (ev) => { const b = imageBox(); return [Math.min(1, Math.max(0, (ev.clientX - b.left) / b.width)), Math.min(1, Math.max(0, (ev.clientY - b.top) / b.height))]; };
   $("#screen-wrap").addEventListener("pointerdown", (ev) => { if (state !== "running") down = frac(ev); });
+  // A single click waits a moment, so a double click is sent once (not as two clicks and a double).
+  let clickTimer = null;
   $("#screen-wrap").addEventListener("pointerup", (ev) => {
     if (!down || state === "running") return;
     const [fx, fy] = down, [fx2, fy2] = frac(ev); down = null;
-    if (Math.hypot(fx2 - fx, fy2 - fy) > 0.01) send({ type: "drag", fx, fy, fx2, fy2 });
-    else send({ type: ev.button === 2 ? "right_click" : "click", fx, fy });
+    clearTimeout(clickTimer);
+    if (Math.hypot(fx2 - fx, fy2 - fy) > 0.01) { send({ type: "drag", fx, fy, fx2, fy2 }); return; }
+    const type = ev.button === 2 ? "right_click" : "click";
+    clickTimer = setTimeout(() => send({ type, fx, fy }), 250);
   });
-  $("#screen-wrap").addEventListener("dblclick", (ev) => { if (state !== "running") { const [fx, fy] = frac(ev); send({ type: "double_click", fx, fy }); } });
+  $("#screen-wrap").addEventListener("dblclick", (ev) => {
+    clearTimeout(clickTimer);
+    if (state !== "running") { const [fx, fy] = frac(ev); send({ type: "double_click", fx, fy }); }
+  });
+  $("#screen-wrap").addEventListener("contextmenu", (ev) => ev.preventDefault());
   $("#takeover-send").onclick = () => { const t = $("#takeover-text"); if (t.value) { send({ type: "type", text: t.value }); t.value = ""; } };
   $("#takeover-press").onclick = () => { const k = $("#takeover-key"); if (k.value) { send({ type: "key", keys: k.value.split("+").map((s) => s.trim()).filter(Boolean) }); k.value = ""; } };
 
