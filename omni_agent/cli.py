@@ -176,6 +176,7 @@ def run_cmd(
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Tokens the model may write per step."),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (where the backend supports it)."),
+    ui: bool = typer.Option(False, "--ui", help="Watch and steer the run in the live web console (omni-agent console)."),
 ) -> None:
     """Run an agent on one instruction with a live step display.
 
@@ -183,6 +184,11 @@ def run_cmd(
     or time limit, repeated failures, a loop, a model error, output cut off at the token limit);
     2 bad usage or configuration (missing display, browser, sound device); 1 other errors; 130
     interrupted (the trajectory is kept)."""
+    if ui:
+        from .console.cli import run_with_ui
+
+        runs = trajectory or Path("runs")
+        return run_with_ui(instruction, model=model, tools=tools, workspace=workspace, runs=runs, max_steps=max_steps)
     from .display import LiveDisplay
     from .loop import Agent, StopReason
     from .messages import AudioPart, ImagePart
@@ -355,11 +361,13 @@ def replay_cmd(
 
 def _mount_subcommands() -> None:
     """Sub-apps live beside their features; importing them is light (heavy work is lazy)."""
+    from .console.cli import console_cmd
     from .eval.cli import eval_app
     from .voice.cli import listen_cmd
 
     app.add_typer(eval_app, name="eval")
     app.command("listen")(listen_cmd)
+    app.command("console")(console_cmd)
 
 
 _mount_subcommands()

@@ -25,7 +25,7 @@ from typing import Any
 from . import events as ev
 from .exceptions import ToolExecutionError
 from .messages import TextPart, ToolCall, ToolResult
-from .policy import Approver, Policy, PolicyState, ask_approver, authorize
+from .policy import Approver, Policy, PolicyState, authorize, get_approval
 from .registry import ToolRegistry
 from .tool import Tool, ToolContext, ToolOutput
 from .trajectory import DecisionRecord, ValidationRecord
@@ -162,6 +162,15 @@ async def execute_calls(
         tool = registry[call.name]
         allowed_call = call.model_copy(update={"arguments": coerced.arguments})
         auth = await authorize(policy, approver, allowed_call, tool, policy_state)
+        if auth.allowed and auth.arguments is not None:  # the user edited the call: check it again
+            edited = validate_call(call.model_copy(update={"arguments": auth.arguments}), registry)
+            if edited.ok:
+                allowed_call = call.model_copy(update={"arguments": edited.call.arguments})
+                record = record.model_copy(update={"arguments": edited.call.arguments})
+                auth = auth.model_copy(update={"reason": f"{auth.reason}; the user edited the arguments"})
+            else:
+                why = f"{auth.reason}; the user's edited arguments are invalid: {edited.message}"
+                auth = auth.model_copy(update={"approved": False, "reason": why})
         decision = DecisionRecord(
             call_id=call.id, name=call.name, action=auth.action, reason=auth.reason, approved=auth.approved
         )
@@ -212,7 +221,10 @@ class _Runner:
         t = time.monotonic()
         output = await self._invoke(call, tool)
         if output.needs_confirmation and not output.is_error:
-            approved, note = await ask_approver(self.approver, call, output.needs_confirmation)
+            approval, note = await get_approval(self.approver, call, output.needs_confirmation)
+            approved = approval.approved and approval.arguments in (None, call.arguments)
+            if approval.approved and not approved:  # the tool asked about these exact arguments
+                note = "a call the tool itself asks about cannot be run with edited arguments"
             reason = f"{output.needs_confirmation}; {note}" if note else output.needs_confirmation
             await self.emit(ev.PolicyDecided(step=self.step, call=call, decision="ask", reason=reason, approved=approved))
             if approved:

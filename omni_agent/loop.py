@@ -32,7 +32,7 @@ import inspect
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -72,6 +72,8 @@ AudioInput = Union[AudioPart, str, os.PathLike, tuple[Any, int], None]
 """An AudioPart, a file path, or (samples, sample_rate)."""
 ImagesInput = Union[Sequence[Any], None]
 """PIL images, ImageParts or file paths."""
+StepGate = Callable[[int], Awaitable[Sequence[Message]]]
+"""Awaited before each step with the number of steps done; returns messages to add first."""
 
 OBSERVER_TIMEOUT_S = 60.0
 """Longest wait for one observation when the run has no wall-clock limit left to bound it."""
@@ -242,6 +244,9 @@ class Agent:
         self.metadata = dict(metadata or {})
         """Extra fields for meta.json (e.g. the CLI's tool set names, so replay can rebuild them)."""
         self.events = ev.EventBus()
+        self.step_gate: StepGate | None = None
+        """A console pauses runs here between steps; the messages it returns (what the user did
+        meanwhile, e.g. a click on the screen) join the conversation before the next step."""
 
     def iter(
         self,
@@ -444,6 +449,8 @@ class _RunBody:
             if first_look:
                 self.history.append(UserMessage(first_look))
             while True:
+                if agent.step_gate is not None:
+                    self.history.extend(await agent.step_gate(step))
                 if step >= agent.max_steps:
                     reason, error = StopReason.MAX_STEPS, f"stopped after {plural(agent.max_steps, 'step')}"
                     break

@@ -25,7 +25,7 @@ import inspect
 import sys
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -33,6 +33,7 @@ from .messages import ToolCall
 from .tool import Tool
 
 __all__ = [
+    "Approval",
     "Approver",
     "Authorization",
     "ConsoleApprover",
@@ -47,6 +48,7 @@ __all__ = [
     "console_approver",
     "default_approver",
     "deny_all",
+    "get_approval",
 ]
 
 UNTRUSTED_SENSITIVE_KINDS = frozenset({"shell", "file_write", "javascript"})
@@ -74,8 +76,17 @@ class Policy(Protocol):
     def decide(self, call: ToolCall, tool: Tool, state: PolicyState) -> Decision: ...
 
 
-Approver = Callable[[ToolCall, str], "bool | Awaitable[bool]"]
-"""Answers an "ask": True runs the call. May be sync or async."""
+Approver = Callable[[ToolCall, str], "bool | Approval | Awaitable[bool | Approval]"]
+"""Answers an "ask": True runs the call; an :class:`Approval` may also change its arguments.
+May be sync or async."""
+
+
+class Approval(BaseModel):
+    """An approver's answer that can edit the call: it runs with ``arguments`` (validated again)."""
+
+    approved: bool
+    arguments: dict[str, Any] | None = None
+    """Replacement arguments chosen by the user; None keeps the model's."""
 
 
 class DefaultPolicy:
@@ -119,6 +130,12 @@ def allow_all(call: ToolCall, reason: str) -> bool:
 
 async def ask_approver(approver: Approver, call: ToolCall, reason: str) -> tuple[bool, str]:
     """Ask and return (approved, note). An approver that raises counts as "no" (note says why)."""
+    approval, note = await get_approval(approver, call, reason)
+    return approval.approved, note
+
+
+async def get_approval(approver: Approver, call: ToolCall, reason: str) -> tuple[Approval, str]:
+    """Ask and return the answer as an :class:`Approval`, with a note when the approver failed."""
     try:
         answer = approver(call, reason)
         if inspect.isawaitable(answer):
@@ -126,8 +143,10 @@ async def ask_approver(approver: Approver, call: ToolCall, reason: str) -> tuple
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a broken approver must fail closed, not crash the run
-        return False, f"the approver failed ({type(exc).__name__}: {exc})"
-    return bool(answer), ""
+        return Approval(approved=False), f"the approver failed ({type(exc).__name__}: {exc})"
+    if isinstance(answer, Approval):
+        return answer, ""
+    return Approval(approved=bool(answer)), ""
 
 
 class Authorization(BaseModel):
@@ -137,6 +156,8 @@ class Authorization(BaseModel):
     reason: str = ""
     approved: bool | None = None
     """The approver's answer when the policy asked; None otherwise."""
+    arguments: dict[str, Any] | None = None
+    """Arguments the approver replaced the model's with (to be validated again); None: unchanged."""
 
     @property
     def allowed(self) -> bool:
@@ -157,9 +178,10 @@ async def authorize(policy: Policy, approver: Approver, call: ToolCall, tool: To
         decision = Decision(action="deny", reason=f"the policy failed ({type(exc).__name__}: {exc})")
     if decision.action != "ask":
         return Authorization(action=decision.action, reason=decision.reason)
-    approved, note = await ask_approver(approver, call, decision.reason)
+    approval, note = await get_approval(approver, call, decision.reason)
     reason = f"{decision.reason}; {note}" if note else decision.reason
-    return Authorization(action="ask", reason=reason, approved=approved)
+    edited = approval.arguments if approval.approved and approval.arguments != call.arguments else None
+    return Authorization(action="ask", reason=reason, approved=approval.approved, arguments=edited)
 
 
 class ConsoleApprover:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .. import events as ev
 from ..messages import ToolCall
-from ..policy import Approver
+from ..policy import Approval, Approver
 
 __all__ = ["PHRASES", "ProgressPolicy", "SpokenItem", "detect_language", "spoken_text"]
 
@@ -182,13 +182,13 @@ class ProgressPolicy:
 
         (The loop's ``PolicyDecided`` event comes after the answer, too late to ask by voice.)"""
 
-        async def ask(call: ToolCall, reason: str) -> bool:
+        async def ask(call: ToolCall, reason: str) -> bool | Approval:
             text = self.phrase("approval", tool=_human_name(call.name), reason=_first_sentence(reason))
             self._emit(SpokenItem("question", text))
             answer = inner(call, reason)
             if inspect.isawaitable(answer):
                 answer = await answer
-            return bool(answer)
+            return answer if isinstance(answer, Approval) else bool(answer)  # keep edited arguments
 
         return ask
 
