@@ -27,6 +27,7 @@ from .task import (
     Check,
     CommandCheck,
     FileCheck,
+    Tau2RewardCheck,
     ToolCallsCheck,
     substitute,
 )
@@ -72,6 +73,8 @@ def describe_check(check: Check) -> str:
         return f"browser url {check.equals or check.regex}"
     if isinstance(check, BrowserDomCheck):
         return f"browser dom {check.js or check.selector}"
+    if isinstance(check, Tau2RewardCheck):
+        return "tau2 reward (tau2's own evaluator)"
     if isinstance(check, ToolCallsCheck):
         return "tool calls " + (", ".join(c.name for c in check.expected) or "(none)")
     return check.type
@@ -107,6 +110,11 @@ async def _run_one(check: Check, ctx: CheckContext) -> tuple[bool, str, Any]:
         return _answer(check, ctx.answer)
     if isinstance(check, ToolCallsCheck):
         return _tool_calls(check, ctx)
+    if isinstance(check, Tau2RewardCheck):
+        if "tau2_reward" not in ctx.metrics:
+            raise RuntimeError("no tau2 reward: this check belongs to tau2 episodes (omni-agent eval tau2)")
+        reward = ctx.metrics["tau2_reward"]
+        return reward == 1.0, f"reward {reward:g} from tau2's evaluator", reward
     if isinstance(check, (BrowserUrlCheck, BrowserDomCheck)):
         if ctx.page is None:
             raise RuntimeError("this check needs the browser, but the episode has no browser session")

@@ -82,6 +82,10 @@ def _calls_by_step(messages: list[Any]) -> list[list[ToolCall]]:
 
 async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - one linear story
     task = job.task
+    if "tau2" in task.metadata:  # a conversation with a simulated user, scored by tau2 (tau2_episode.py)
+        from .tau2_episode import run_tau2_episode
+
+        return await run_tau2_episode(job)
     ep_dir = Path(job.episode_dir)
     run_dir = Path(job.run_dir)
     t0 = time.perf_counter()

@@ -264,8 +264,14 @@ class ToolCallsCheck(_CheckBase):
     step: int | None = Field(1, description="Which model turn's calls (1-based); null = all turns.")
 
 
+class Tau2RewardCheck(_CheckBase):
+    """tau2-bench: passes when tau2's own evaluator gives the conversation reward 1."""
+
+    type: Literal["tau2_reward"]
+
+
 Check = Annotated[
-    Union[CommandCheck, FileCheck, AnswerCheck, BrowserUrlCheck, BrowserDomCheck, ToolCallsCheck],
+    Union[CommandCheck, FileCheck, AnswerCheck, BrowserUrlCheck, BrowserDomCheck, ToolCallsCheck, Tau2RewardCheck],
     Field(discriminator="type"),
 ]
 

@@ -15,6 +15,8 @@ turns, labelled "scripted user" in results: the CI stand-in for a user model).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
 import types
@@ -59,11 +61,15 @@ def load_tau2() -> types.SimpleNamespace:
         import litellm  # noqa: F401
     except ImportError:
         _litellm_stand_in()
+    from loguru import logger
+
+    logger.disable("tau2")  # tau2 logs every tool response at DEBUG level to stderr
+    with contextlib.redirect_stdout(io.StringIO()):  # its registry prints itself on import
+        from tau2.registry import registry
     from tau2.agent.llm_agent import AGENT_INSTRUCTION, SYSTEM_PROMPT
     from tau2.data_model import message as msg
     from tau2.data_model.simulation import SimulationRun, TerminationReason
     from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation
-    from tau2.registry import registry
     from tau2.user.user_simulator import SYSTEM_PROMPT as USER_PROMPT
     from tau2.user.user_simulator import get_global_user_sim_guidelines
 
@@ -187,7 +193,9 @@ async def run_task(
                       message_history=earlier)  # fmt: skip
     log: list[Any] = []
     system = t.agent_prompt.format(agent_instruction=t.agent_instruction, domain_policy=env.get_policy())
-    agent = Agent(model, _tools(env, log), system_prompt=system, max_steps=40, max_repeats=10, approver=allow_all)
+    # each user turn is one agent run, recorded as its own trajectory in ``trajectory_dir``
+    agent = Agent(model, _tools(env, log), system_prompt=system, max_steps=40, max_repeats=10, approver=allow_all,
+                  trajectory_dir=trajectory_dir)  # fmt: skip
     start, started = t.msg.AssistantMessage(role="assistant", content="Hi! How can I help you today?"), time.time()
     tau_messages: list[Any] = [*earlier, start]
     conversation: list[tuple[str, str]] = [("assistant", start.content)]
@@ -203,8 +211,6 @@ async def run_task(
         turns += 1
         tau_messages.append(t.msg.UserMessage(role="user", content=text))
         conversation.append(("user", text))
-        if trajectory_dir is not None:
-            agent.trajectory_dir = trajectory_dir / f"turn-{turns:02d}"
         seen = len(log)
         result = await agent.arun(text, history=history)
         history = [m for m in result.messages if not isinstance(m, SystemMessage)]
