@@ -1,12 +1,12 @@
-"""Score any model backend on BFCL single-turn categories with BFCL's AST semantics.
+"""Score any model backend on BFCL single-turn categories with bfcl_eval's own checker.
 
     .venv/bin/python evals/bfcl/score.py --model openai:http://127.0.0.1:8000/v1#qwen \
         [--categories simple_python,parallel] [--limit 50]
 
-One turn per entry: the functions are offered as tools, the answer is parsed with the
-project's parser (or taken from the server's native tool_calls), validated against the
-converted schemas and matched against BFCL's possible answers. Prints accuracy per category
-and where failures happened (parse / validate / match).
+One turn per entry: the functions are offered as tools (as BFCL offers them), the calls are
+taken as the model wrote them (the server's native tool_calls, or the <tool_call> blocks of the
+text, no validator coercion) and judged by bfcl_eval's AST checker or its relevance rule.
+Prints accuracy per category and the failures by BFCL's error type.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def main() -> int:
     except OmniAgentError as exc:  # a bad spec, a server that is down, an unknown category
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    print(f"{'category':24} {'correct':>14}   failed at (model / parse / validate / match)")
+    print(f"{'category':24} {'correct':>14}   failures by BFCL error type (model = the request failed)")
     for cat, r in result.items():
-        f = r["failed_at"]
-        print(f"{cat:24} {r['correct']:>5}/{r['entries']:<5} {r['accuracy']:>5.1%}   {f['model']} / {f['parse']} / {f['validate']} / {f['match']}")
+        failures = ", ".join(f"{k} {v}" for k, v in r["failed_at"].items() if v)
+        print(f"{cat:24} {r['correct']:>5}/{r['entries']:<5} {r['accuracy']:>5.1%}   {failures}")
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump({"model": model.info.label, "categories": result}, fh, indent=2)

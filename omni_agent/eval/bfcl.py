@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MissingDependencyError, UserError
-from ..messages import ToolCall
 from ..prompting import system_with_tools
 from ..tool import Tool, ToolOutput
 from .bfcl_checker import ANY_CALL_CATEGORIES, NO_CALL_CATEGORIES, bfcl_check, decode_native, decode_text, prompt_functions

@@ -19,19 +19,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..messages import ToolCall
 from ..prompting import render_tool_call
 from ..registry import ToolRegistry
 from ..validation import validate_call
 from .bfcl import SINGLE_TURN_CATEGORIES, BfclEntry, first_answer, judge_text, load_category, tools_for
 from .bfcl_checker import ANY_CALL_CATEGORIES, NO_CALL_CATEGORIES, decode_text
 
-__all__ = ["CategoryFidelity", "Exception_", "fidelity", "render_calls"]
+__all__ = ["CategoryFidelity", "FidelityIssue", "fidelity", "render_calls"]
 
 NO_CALL_TEXT = "None of the functions I have can do that, so I cannot make a call."
 
 
 @dataclass(frozen=True)
-class Exception_:
+class FidelityIssue:
     """One entry that did not pass, and why."""
 
     id: str
@@ -53,7 +54,7 @@ class CategoryFidelity:
     passed: int = 0
     coerced: int = 0
     """Entries the validator accepts only after changing a value (BFCL scores them as written)."""
-    exceptions: list[Exception_] = field(default_factory=list)
+    exceptions: list[FidelityIssue] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"category": self.category, "entries": self.entries, "passed": self.passed, "coerced": self.coerced,
@@ -84,26 +85,24 @@ def fidelity(categories: Iterable[str] = SINGLE_TURN_CATEGORIES, *, limit: int |
     return report
 
 
-def _answer_problem(entry: BfclEntry) -> tuple[Exception_ | None, bool]:
+def _answer_problem(entry: BfclEntry) -> tuple[FidelityIssue | None, bool]:
     calls = first_answer(entry)
     if entry.category.endswith(("java", "javascript")):
         calls = [(name, _as_source(entry, name, args)) for name, args in calls]
     text = render_calls(calls)
     decoded = decode_text(text)
     if decoded.dropped or len(decoded.calls) != len(calls):
-        return Exception_(entry.id, "parser", "; ".join(decoded.dropped) or "calls lost", False), False
+        return FidelityIssue(entry.id, "parser", "; ".join(decoded.dropped) or "calls lost", False), False
     verdict = judge_text(entry, text)
     if not verdict.ok:
-        return Exception_(entry.id, "bfcl_checker", f"{verdict.error_type}: {verdict.reason}", True), False
+        return FidelityIssue(entry.id, "bfcl_checker", f"{verdict.error_type}: {verdict.reason}", True), False
     registry = ToolRegistry(tools_for(entry))
     coerced = False
-    from ..messages import ToolCall
-
     for name, args in calls:
         checked = validate_call(ToolCall(name=name, arguments=args), registry)
         if not checked.ok:
             conflict = _schema_conflict(entry, name, args)
-            return Exception_(entry.id, "validator", conflict or checked.message, conflict is not None), False
+            return FidelityIssue(entry.id, "validator", conflict or checked.message, conflict is not None), False
         coerced |= checked.call is not None and checked.call.arguments != args
     return None, coerced
 
@@ -174,7 +173,7 @@ def _fits(schema: dict[str, Any], value: Any) -> bool:
     return bool(Draft202012Validator(schema).is_valid(value))
 
 
-def _relevance_problem(entry: BfclEntry) -> Exception_ | None:
+def _relevance_problem(entry: BfclEntry) -> FidelityIssue | None:
     call = render_calls([(entry.functions[0]["name"], _example_arguments(entry.functions[0]))]) if entry.functions else ""
     want_call = entry.category in ANY_CALL_CATEGORIES
     for text, is_call in ((NO_CALL_TEXT, False), (call, True)):
@@ -183,7 +182,7 @@ def _relevance_problem(entry: BfclEntry) -> Exception_ | None:
         verdict = judge_text(entry, text)
         if verdict.ok != (is_call == want_call):
             what = "a call of " + entry.functions[0]["name"] if is_call else "a plain-text answer"
-            return Exception_(entry.id, "bfcl_checker", f"{what} judged {verdict.ok} ({verdict.error_type})", False)
+            return FidelityIssue(entry.id, "bfcl_checker", f"{what} judged {verdict.ok} ({verdict.error_type})", False)
     return None
 
 
