@@ -4,11 +4,11 @@ fidelity over all single-turn categories with every exception listed in the READ
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from omni_agent.eval.bfcl import (
-    MATCHER_LABEL,
     SINGLE_TURN_CATEGORIES,
     BfclEntry,
     bfcl_tasks,
@@ -105,11 +105,21 @@ def test_fidelity_every_exception_is_listed_in_the_readme() -> None:
     assert all(e.data_conflict for e in exceptions), [e.line() for e in exceptions if not e.data_conflict]
 
 
-def test_bfcl_entries_as_runner_tasks_name_their_matcher() -> None:
+def test_bfcl_in_the_runner_is_scored_by_bfcls_checker(tmp_path) -> None:
+    """``omni-agent eval bfcl``: each entry an episode, its check BFCL's verdict on the first
+    turn as written; a scripted model that writes "10" for an integer fails, as on BFCL."""
+    from omni_agent.eval.results import read_results
+    from omni_agent.eval.runner import run_suite
+
     tasks = bfcl_tasks(["simple_python", "irrelevance"], limit=2)
-    assert len(tasks) == 4
-    assert tasks[0].functions and tasks[0].checks[0].type == "tool_calls" and tasks[0].reference[0].calls
-    assert tasks[0].checks[0].name == MATCHER_LABEL and tasks[-1].checks[0].expected == []
+    assert len(tasks) == 4 and {t.checks[0].type for t in tasks} == {"bfcl"} and tasks[0].reference[0].calls
+    summary = run_suite(tasks, model="reference", out=tmp_path / "ref", workers=2, progress=False)
+    assert summary.passed == 4
+    coerced = tmp_path / "coerced.json"
+    coerced.write_text(json.dumps([GOOD.replace("10", '"10"'), "Done."]))
+    summary = run_suite(tasks[:1], model=f"scripted:{coerced}", out=tmp_path / "coerced", progress=False)
+    result = read_results(tmp_path / "coerced" / "results.jsonl")[0]
+    assert not result.passed and result.checks[0].detail == "type_error:simple"
 
 
 def test_score_model_end_to_end_over_http(openai_server) -> None:

@@ -13,8 +13,8 @@ strings holding source), then turned into JSON Schema.
 
 - :func:`score_model`: ask any model backend (one turn, tools offered) and take BFCL's verdict
   on its answer (:func:`judge_text`): no validator coercion ("10" stays a string).
-- :func:`bfcl_tasks`: entries as runner tasks. The runner's ``tool_calls`` check is the
-  project's own matcher (BFCL semantics, after validation): labelled so in every report.
+- :func:`bfcl_tasks`: entries as runner tasks whose one check (``type: bfcl``) is the same
+  verdict on the model's first turn as written.
 - Fidelity (ground truth through parser + validator + BFCL's checker): :mod:`.bfcl_fidelity`.
 """
 
@@ -26,6 +26,7 @@ import importlib.util
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,13 @@ from ..tool import Tool, ToolOutput
 from .bfcl_checker import ANY_CALL_CATEGORIES, NO_CALL_CATEGORIES, bfcl_check, decode_native, decode_text, prompt_functions
 
 __all__ = [
-    "MATCHER_LABEL",
     "SINGLE_TURN_CATEGORIES",
     "BfclEntry",
     "Verdict",
     "bfcl_data_dir",
     "bfcl_tasks",
     "first_answer",
+    "entry_by_id",
     "judge_text",
     "load_category",
     "render_prompt",
@@ -55,9 +56,6 @@ SINGLE_TURN_CATEGORIES = (
     "irrelevance", "live_simple", "live_multiple", "live_parallel", "live_parallel_multiple",
     "live_irrelevance", "live_relevance",
 )  # fmt: skip
-MATCHER_LABEL = "omni-agent matcher (BFCL semantics after validation; not BFCL's checker)"
-"""Names the runner's ``tool_calls`` check on BFCL tasks: BFCL's checker scores only through
-:func:`score_model` / ``evals/bfcl/score.py``."""
 
 _TYPES = {
     "dict": "object", "object": "object", "float": "number", "double": "number", "number": "number",
@@ -94,6 +92,15 @@ class BfclEntry:
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@cache
+def entry_by_id(category: str, entry_id: str) -> BfclEntry:
+    """One entry of a category (the category is read once per process)."""
+    entries = {e.id: e for e in load_category(category)}
+    if entry_id not in entries:
+        raise UserError(f"BFCL {category} has no entry {entry_id!r}")
+    return entries[entry_id]
 
 
 def load_category(category: str, *, data_dir: Path | None = None) -> list[BfclEntry]:
@@ -308,10 +315,9 @@ def _concrete(value: Any) -> Any:
 
 
 def bfcl_tasks(categories: Iterable[str] = ("simple_python",), *, limit: int | None = 20) -> list[Any]:
-    """BFCL entries as runner tasks (schema-only functions + a ``tool_calls`` check), so
-    ``omni-agent eval bfcl --model ...`` runs them with full trajectories and reports. The check
-    is the project's matcher, named :data:`MATCHER_LABEL` in the report; BFCL's own verdict
-    comes from :func:`score_model`."""
+    """BFCL entries as runner tasks (schema-only functions + a ``bfcl`` check), so
+    ``omni-agent eval bfcl --model ...`` runs them with full trajectories and reports; the check
+    is BFCL's own verdict on the first turn (:func:`judge_text`)."""
     from .task import Task
 
     tasks = []
@@ -325,7 +331,7 @@ def bfcl_tasks(categories: Iterable[str] = ("simple_python",), *, limit: int | N
             system = next((m["content"] for m in entry.messages if m["role"] == "system"), None)
             reference = [{"calls": [{"name": n, "arguments": a} for n, a in first_answer(entry)]}] if expected else []
             reference.append({"answer": "done" if expected else "None of the functions fits this request."})
-            check = {"type": "tool_calls", "name": MATCHER_LABEL, "expected": expected, "step": 1}
+            check = {"type": "bfcl", "category": category, "entry": entry.id}
             tasks.append(
                 Task.model_validate({
                     "id": entry.id.replace("_", "-"), "category": f"bfcl-{category}", "instruction": question or "(empty)",

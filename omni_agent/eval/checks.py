@@ -22,6 +22,7 @@ from .matching import match_calls
 from .setup import run_shell
 from .task import (
     AnswerCheck,
+    BfclCheck,
     BrowserDomCheck,
     BrowserUrlCheck,
     Check,
@@ -57,6 +58,9 @@ class CheckContext:
     page: Callable[[], Awaitable[Any]] | None = None
     """Returns the episode browser's current Playwright page (async), or None."""
     metrics: dict[str, float] = field(default_factory=dict)
+    first_output: str | None = None
+    """The model's first turn as written: its raw text, or (a server's own tool calls) those calls
+    rendered as ``<tool_call>`` blocks."""
 
 
 def describe_check(check: Check) -> str:
@@ -73,6 +77,8 @@ def describe_check(check: Check) -> str:
         return f"browser url {check.equals or check.regex}"
     if isinstance(check, BrowserDomCheck):
         return f"browser dom {check.js or check.selector}"
+    if isinstance(check, BfclCheck):
+        return f"BFCL's own checker ({check.entry})"
     if isinstance(check, Tau2RewardCheck):
         return "tau2 reward (tau2's own evaluator)"
     if isinstance(check, ToolCallsCheck):
@@ -110,6 +116,13 @@ async def _run_one(check: Check, ctx: CheckContext) -> tuple[bool, str, Any]:
         return _answer(check, ctx.answer)
     if isinstance(check, ToolCallsCheck):
         return _tool_calls(check, ctx)
+    if isinstance(check, BfclCheck):
+        from .bfcl import entry_by_id, judge_text
+
+        if ctx.first_output is None:
+            raise RuntimeError("the model made no turn")
+        verdict = judge_text(entry_by_id(check.category, check.entry), ctx.first_output)
+        return verdict.ok, verdict.error_type or "BFCL's checker: valid", verdict.reason or None
     if isinstance(check, Tau2RewardCheck):
         if "tau2_reward" not in ctx.metrics:
             raise RuntimeError("no tau2 reward: this check belongs to tau2 episodes (omni-agent eval tau2)")
