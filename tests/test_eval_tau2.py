@@ -80,3 +80,10 @@ def test_user_model_over_http(openai_server) -> None:
     assert first[0]["role"] == "system" and "Important Meeting" in first[0]["content"] and "<scenario>" in first[0]["content"]
     assert first[-1] == {"role": "user", "content": "Hi! How can I help you today?"}  # roles flipped
     assert second[-1]["role"] == "user" and second[-1]["content"] == "Created it."
+
+
+def test_a_user_model_that_is_down_is_an_infrastructure_error(tmp_path: Path) -> None:
+    tasks = tau2_tasks("mock", user_model="openai:http://127.0.0.1:9/v1#down?max_retries=0", task_ids=["create_task_1"])
+    run_suite(tasks, model="reference", out=tmp_path, retries=0, progress=False)
+    (result,) = read_results(tmp_path / "results.jsonl")
+    assert result.status == "error" and result.infra_error and result.error_stage == "model"

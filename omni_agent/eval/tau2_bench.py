@@ -193,7 +193,8 @@ async def run_task(
                       message_history=earlier)  # fmt: skip
     log: list[Any] = []
     system = t.agent_prompt.format(agent_instruction=t.agent_instruction, domain_policy=env.get_policy())
-    # each user turn is one agent run, recorded as its own trajectory in ``trajectory_dir``
+    # Each user turn is one agent run, recorded as its own trajectory in ``trajectory_dir``. The
+    # tools only touch tau2's in-memory database, so "ask" decisions are approved.
     agent = Agent(model, _tools(env, log), system_prompt=system, max_steps=40, max_repeats=10, approver=allow_all,
                   trajectory_dir=trajectory_dir)  # fmt: skip
     start, started = t.msg.AssistantMessage(role="assistant", content="Hi! How can I help you today?"), time.time()

@@ -53,7 +53,7 @@ def tau2_tasks(domain: str, *, user_model: str, trials: int = 1, task_ids: list[
 
 async def run_tau2_episode(job: EpisodeJob) -> EpisodeResult:
     """The conversation and tau2's verdict; a model or simulator that breaks is an error result."""
-    from ..exceptions import OmniAgentError
+    from ..exceptions import ModelUnavailableError, OmniAgentError
     from ..models.spec import load_model
 
     task, meta = job.task, job.task.metadata["tau2"]
@@ -68,8 +68,9 @@ async def run_tau2_episode(job: EpisodeJob) -> EpisodeResult:
         else:
             user = ModelUser(load_model(meta["user_model"]), tau_task)
         result = await run_task(meta["domain"], tau_task, model, user, trial=meta["trial"], trajectory_dir=ep_dir / "trajectory")
-    except (OmniAgentError, OSError) as exc:
+    except (OmniAgentError, OSError) as exc:  # a server that is down is the harness's problem: retried
         return EpisodeResult(**base, status="error", error=str(exc), error_stage="model", model=job.model,
+                             infra_error=isinstance(exc, ModelUnavailableError),
                              total_seconds=round(time.perf_counter() - t0, 4), finished_at=utc_now())  # fmt: skip
     (ep_dir / "tau2-simulation.json").write_text(json.dumps(result.__dict__, indent=1, default=str))
     ctx = CheckContext(workspace=ep_dir, metrics={"tau2_reward": result.reward})
