@@ -141,3 +141,22 @@ def test_score_model_end_to_end_over_http(openai_server) -> None:
     sent = openai_server.chat_requests()[0].json
     assert [t["function"]["name"] for t in sent["tools"]] == ["calculate_triangle_area"]
     assert sent["tools"][0]["function"]["parameters"]["properties"]["base"]["type"] == "integer"
+
+
+def test_multi_turn_ground_truth_passes_and_a_wrong_step_fails() -> None:
+    """Multi-turn: our agent, turn by turn, on BFCL's simulated APIs; BFCL's multi_turn_checker."""
+    import asyncio
+
+    from omni_agent.eval.bfcl_multi_turn import MULTI_TURN_CATEGORIES, fidelity_entry, ground_truth_outputs, load_multi_turn, run_entry
+    from omni_agent.models.scripted import ScriptedModel
+
+    for category in MULTI_TURN_CATEGORIES:
+        entry = load_multi_turn(category, limit=1)[0]
+        verdict = fidelity_entry(entry)
+        assert verdict.valid, (entry["id"], verdict.error_type, verdict.error)
+        assert [sum(len(step) for step in turn) for turn in verdict.calls] == [len(t) for t in entry["ground_truth"]]
+    entry = load_multi_turn("multi_turn_base", limit=1)[0]
+    outputs = ground_truth_outputs(entry)
+    outputs[0] = outputs[0].replace("document", "archive")  # cd into the wrong folder first
+    wrong = asyncio.run(run_entry(entry, ScriptedModel(outputs, name="wrong")))
+    assert not wrong.valid and wrong.error_type.startswith("multi_turn:")

@@ -6,7 +6,8 @@
 One turn per entry: the functions are offered as tools (as BFCL offers them), the calls are
 taken as the model wrote them (the server's native tool_calls, or the <tool_call> blocks of the
 text, no validator coercion) and judged by bfcl_eval's AST checker or its relevance rule.
-Prints accuracy per category and the failures by BFCL's error type.
+Multi-turn categories: our agent, turn by turn, on BFCL's simulated APIs, judged by BFCL's
+multi_turn_checker. Prints accuracy per category and the failures by BFCL's error type.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import sys
 
 from omni_agent.eval.bfcl import SINGLE_TURN_CATEGORIES, score_model
+from omni_agent.eval.bfcl_multi_turn import MULTI_TURN_CATEGORIES, score_multi_turn
 from omni_agent.exceptions import OmniAgentError
 from omni_agent.models.spec import load_model
 
@@ -23,14 +25,18 @@ from omni_agent.models.spec import load_model
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--categories", default=",".join(SINGLE_TURN_CATEGORIES))
+    ap.add_argument("--categories", default=",".join(SINGLE_TURN_CATEGORIES + MULTI_TURN_CATEGORIES))
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", dest="json_out", default=None, help="also write the scores here")
     args = ap.parse_args()
     try:
         model = load_model(args.model)
         print(f"model: {model.info.label}")
-        result = score_model(model, [c for c in args.categories.split(",") if c], limit=args.limit)
+        wanted = [c for c in args.categories.split(",") if c]
+        single = [c for c in wanted if c not in MULTI_TURN_CATEGORIES]
+        result = score_model(model, single, limit=args.limit) if single else {}
+        multi = [c for c in wanted if c in MULTI_TURN_CATEGORIES]
+        result |= score_multi_turn(model, multi, limit=args.limit) if multi else {}
     except OmniAgentError as exc:  # a bad spec, a server that is down, an unknown category
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from ..tool import Tool, ToolOutput
 from .bfcl import _function_schema, bfcl_data_dir
 from .bfcl_checker import _bfcl, decode_text
 
-__all__ = ["MULTI_TURN_CATEGORIES", "MultiTurnVerdict", "ground_truth_outputs", "load_multi_turn", "run_entry"]
+__all__ = ["MULTI_TURN_CATEGORIES", "MultiTurnVerdict", "fidelity_entry", "ground_truth_outputs", "load_multi_turn", "run_entry", "score_multi_turn"]
 
 MULTI_TURN_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
 
@@ -153,3 +153,23 @@ def fidelity_entry(entry: dict[str, Any]) -> MultiTurnVerdict:
     from ..models.scripted import ScriptedModel
 
     return asyncio.run(run_entry(entry, ScriptedModel(ground_truth_outputs(entry), name="bfcl-ground-truth")))
+
+
+def score_multi_turn(model: Any, categories: list[str], *, limit: int | None = None) -> dict[str, dict[str, Any]]:
+    """Accuracy per multi-turn category of ``model``; failures counted by BFCL's error type."""
+
+    async def run() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for category in categories:
+            entries = load_multi_turn(category, limit=limit)
+            correct, failed_at = 0, {}
+            for entry in entries:
+                verdict = await run_entry(entry, model)
+                correct += verdict.valid
+                if not verdict.valid:
+                    failed_at[verdict.error_type] = failed_at.get(verdict.error_type, 0) + 1
+            out[category] = {"entries": len(entries), "correct": correct,
+                             "accuracy": round(correct / len(entries), 4) if entries else 0.0, "failed_at": failed_at}  # fmt: skip
+        return out
+
+    return asyncio.run(run())
