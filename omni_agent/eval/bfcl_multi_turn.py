@@ -96,7 +96,8 @@ def _written_calls(messages: list[Message]) -> list[list[str]]:
 
 
 async def run_entry(entry: dict[str, Any], model: Any, *, max_steps: int = 20) -> MultiTurnVerdict:
-    """All turns of one entry with ``model`` as the assistant, then BFCL's verdict."""
+    """All turns of one entry with ``model`` as the assistant, then BFCL's verdict. ``max_steps``
+    per turn: 20, BFCL's own limit."""
     from bfcl_eval.constants.default_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
 
@@ -152,7 +153,9 @@ def ground_truth_outputs(entry: dict[str, Any]) -> list[str]:
 def fidelity_entry(entry: dict[str, Any]) -> MultiTurnVerdict:
     from ..models.scripted import ScriptedModel
 
-    return asyncio.run(run_entry(entry, ScriptedModel(ground_truth_outputs(entry), name="bfcl-ground-truth")))
+    # one call per step: a turn of BFCL's ground truth may hold more calls than a model's 20 steps
+    steps = max(20, *(len(turn) + 1 for turn in entry["ground_truth"]))
+    return asyncio.run(run_entry(entry, ScriptedModel(ground_truth_outputs(entry), name="bfcl-ground-truth"), max_steps=steps))
 
 
 def score_multi_turn(model: Any, categories: list[str], *, limit: int | None = None) -> dict[str, dict[str, Any]]:
