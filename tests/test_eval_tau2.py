@@ -87,3 +87,12 @@ def test_a_user_model_that_is_down_is_an_infrastructure_error(tmp_path: Path) ->
     run_suite(tasks, model="reference", out=tmp_path, retries=0, progress=False)
     (result,) = read_results(tmp_path / "results.jsonl")
     assert result.status == "error" and result.infra_error and result.error_stage == "model"
+
+
+def test_telecom_is_refused_until_the_user_has_tools() -> None:
+    import pytest
+
+    from omni_agent.exceptions import UserError
+
+    with pytest.raises(UserError, match="user simulator needs tools"):
+        tau2_tasks("telecom", user_model="scripted")

@@ -80,9 +80,16 @@ def load_tau2() -> types.SimpleNamespace:
     )  # fmt: skip
 
 
+USER_TOOL_DOMAINS = frozenset({"telecom"})
+"""Domains whose user acts on their own device through tools: our user simulators have none."""
+
+
 def domain_tasks(domain: str) -> list[Any]:
     if domain not in DOMAINS:
         raise UserError(f"unknown tau2 domain {domain!r}; use one of {', '.join(DOMAINS)}")
+    if domain in USER_TOOL_DOMAINS:
+        raise UserError(f"tau2 {domain}: its user simulator needs tools on the user's device, not built here yet; "
+                        "use mock, airline or retail")  # fmt: skip
     return list(load_tau2().registry.get_tasks_loader(domain)())
 
 

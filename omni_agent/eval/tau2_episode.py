@@ -98,7 +98,7 @@ def pass_hat_k_from_results(results: list[EpisodeResult], tasks: list[Task], k_m
 
 
 def tau2_cmd(
-    domain: str = typer.Option("mock", "--domain", help="mock, airline, retail or telecom."),
+    domain: str = typer.Option("mock", "--domain", help="mock, airline or retail (telecom: not yet)."),
     model: str = typer.Option(..., "--model", "-m", help="The assistant: a model spec, or 'reference' (tau2's expected actions, scripted)."),
     user_model: str = typer.Option(..., "--user-model", help="The user simulator: openai:URL#name (any model spec), or 'scripted'."),
     trials: int = typer.Option(1, "--trials", "-k", min=1, help="Trials per task; pass^1..pass^k are reported."),
