@@ -254,9 +254,12 @@ class Agent:
         *,
         audio: AudioInput = None,
         images: ImagesInput = None,
+        history: Sequence[Message] = (),
     ) -> AgentRun:
-        """Start a run; iterate it (``async for event in run``) to drive it; ``run.result`` at the end."""
-        return AgentRun(self, instruction, audio=audio, images=images)
+        """Start a run; iterate it (``async for event in run``) to drive it; ``run.result`` at the end.
+        ``history``: earlier turns of the same conversation (no system message), placed before
+        this instruction, so a multi-turn dialogue continues where it left off."""
+        return AgentRun(self, instruction, audio=audio, images=images, history=history)
 
     async def arun(
         self,
@@ -264,8 +267,9 @@ class Agent:
         *,
         audio: AudioInput = None,
         images: ImagesInput = None,
+        history: Sequence[Message] = (),
     ) -> RunResult:
-        run = self.iter(instruction, audio=audio, images=images)
+        run = self.iter(instruction, audio=audio, images=images, history=history)
         async for _ in run:
             pass
         assert run.result is not None
@@ -329,10 +333,11 @@ _DONE = object()
 class AgentRun:
     """One run in progress: an async iterator of events; ``result`` is set once it ends."""
 
-    def __init__(self, agent: Agent, instruction: str, *, audio: Any, images: Any) -> None:
+    def __init__(self, agent: Agent, instruction: str, *, audio: Any, images: Any, history: Sequence[Message] = ()) -> None:
         self.run_id = new_run_id()
         self.result: RunResult | None = None
         self._body = _RunBody(agent, self.run_id, instruction, audio=audio, images=images)
+        self._body.earlier = list(history)
         self._events = self._drive()
 
     def __aiter__(self) -> AsyncIterator[ev.AgentEvent]:
@@ -375,6 +380,8 @@ class _RunBody:
         self.audio_in = audio
         self.images_in = images
         self.history: list[Any] = []
+        self.earlier: list[Any] = []
+        """Earlier turns of the conversation (``Agent.arun(history=...)``)."""
         self.recorded_upto = 0
         self.state: dict[str, Any] = {}
         self.untrusted_seen = False
@@ -427,6 +434,7 @@ class _RunBody:
         await self._preflight()  # a missing display or browser raises now, before the model runs
         if agent.system_prompt:
             self.history.append(SystemMessage(agent.system_prompt))
+        self.history.extend(self.earlier)
         self.history.append(UserMessage(user_parts))
         self._open_trajectory()
         await self.emit(

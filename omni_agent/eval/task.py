@@ -275,8 +275,22 @@ class ToolCallsCheck(_CheckBase):
     step: int | None = Field(1, description="Which model turn's calls (1-based); null = all turns.")
 
 
+class BfclCheck(_CheckBase):
+    """BFCL: bfcl_eval's own verdict on the model's first turn, as written (before coercion)."""
+
+    type: Literal["bfcl"]
+    category: str
+    entry: str = Field(description="The BFCL entry id, e.g. simple_python_0.")
+
+
+class Tau2RewardCheck(_CheckBase):
+    """tau2-bench: passes when tau2's own evaluator gives the conversation reward 1."""
+
+    type: Literal["tau2_reward"]
+
+
 Check = Annotated[
-    Union[CommandCheck, FileCheck, AnswerCheck, BrowserUrlCheck, BrowserDomCheck, ToolCallsCheck],
+    Union[CommandCheck, FileCheck, AnswerCheck, BrowserUrlCheck, BrowserDomCheck, ToolCallsCheck, Tau2RewardCheck, BfclCheck],
     Field(discriminator="type"),
 ]
 
