@@ -52,11 +52,26 @@ def steady_prefill(engine: Any, inputs: Any, *, repeats: int, profile_path: Any 
     for i in range(repeats + 2):
         engine.state.truncate(cut)
         with torch.inference_mode():
-            _, t = engine.prefill(inputs, StepPlan(ids=plan.ids, spans=plan.spans, reuse=cut))
+            logits, t = engine.prefill(inputs, StepPlan(ids=plan.ids, spans=plan.spans, reuse=cut))
         if i >= 2:  # two warm-ups: new shapes on the first
             times.append(t["prefill_forward"] * 1000)
             vision.append(t["vision"] * 1000)
     out: dict[str, Any] = {"new_tokens": len(plan.ids) - cut, "cached_prefix": cut, "forward": spread(times), "vision": spread(vision)}
+    mode = engine.stack.prefill_experts
+    if mode is not None:  # the same forward through the transformers experts module, for comparison
+        engine.stack.prefill_experts = None
+        module_times = []
+        for i in range(min(repeats, 8) + 2):
+            engine.state.truncate(cut)
+            with torch.inference_mode():
+                module_logits, t = engine.prefill(inputs, StepPlan(ids=plan.ids, spans=plan.spans, reuse=cut))
+            if i >= 2:
+                module_times.append(t["prefill_forward"] * 1000)
+        engine.stack.prefill_experts = mode
+        out["experts"] = mode
+        out["forward_with_module_experts"] = spread(module_times)
+        out["module_vs_grouped_logits_rel_err"] = float((logits - module_logits).norm() / module_logits.norm())
+        out["module_experts_implementation"] = str(getattr(engine.thinker.config.text_config, "_experts_implementation", None))
     if profile_path is not None and engine.device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
