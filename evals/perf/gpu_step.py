@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     engines = [("fast", fast)] if args.skip_plain else [("plain", plain), ("fast", fast)]
     runs = []
     for run in range(args.repeat):
-        engine.reset()
+        engine.reset(forget_images=True)  # each run encodes and preprocesses its screenshots anew
         log(f"episode run {run + 1} of {args.repeat}")
         rows, last_inputs = run_episode(
             engines, engine, dev, head, turns, steps=args.steps, tools=tools, settings=settings, force=force, max_images=args.max_images

@@ -125,7 +125,7 @@ def long_episode(qwen: Any, head: list, turns: list, *, tools: list, settings: A
     from omni_agent.models.base import ModelRequest
 
     engine = qwen.fast
-    engine.reset()
+    engine.reset(forget_images=True)
     transcript = list(head)
     rows = []
     evicted_before = 0
@@ -290,4 +290,34 @@ def decode_attention_check(device: Any, *, layers: int = 48, bucket: int = 12288
             "rel_err_kernel": err(got), "rel_err_matmul": err(mm),
             "kernel_ms_per_token": t_kernel, "matmul_ms_per_token": t_matmul,
         }  # fmt: skip
+    slot = torch.tensor([11599], device=device)
+    sweep = {}
+    for chunk in (128, 256, 512):
+        for block_n in (32, 64, 128):
+            for warps in (4, 8):
+                if block_n > chunk:
+                    continue
+                fn = lambda: [decode_attention(q, kc[i], vc[i], slot, bucket, scale, chunk=chunk, block_n=block_n, num_warps=warps) for i in range(layers)]  # noqa: E731
+                sweep[f"chunk{chunk}_n{block_n}_w{warps}"] = round(_graph_time_ms(fn), 4)
+    out["sweep_11600_ms_per_token"] = sweep
+    out["router_topk"] = _router_check(device)
     return out
+
+
+def _router_check(device: Any) -> str:
+    """The fused softmax + top-k router kernel against torch on fresh random logits."""
+    import torch
+
+    from omni_agent.runtime.fast.moe_kernels import router_topk
+
+    same_ids = 0
+    worst = 0.0
+    for _ in range(50):
+        logits = torch.randn(128, device=device, dtype=torch.bfloat16) * 3
+        probs = torch.softmax(logits.float(), dim=-1)
+        w, i = torch.topk(probs, 8)
+        w = (w / w.sum()).to(torch.bfloat16)
+        gw, gi = router_topk(logits, 8, normalize=True, dtype=torch.bfloat16)
+        same_ids += int(torch.equal(gi, i))
+        worst = max(worst, float((gw.float() - w.float()).abs().max()))
+    return f"same experts in the same order {same_ids}/50, max weight diff {worst:.1e}"

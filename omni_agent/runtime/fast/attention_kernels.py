@@ -92,7 +92,9 @@ def _kernels() -> Any:
     return _KERNELS
 
 
-def decode_attention(q: Any, k_cache: Any, v_cache: Any, slot: Any, length: int, scale: float, *, chunk: int = 256) -> Any:
+def decode_attention(
+    q: Any, k_cache: Any, v_cache: Any, slot: Any, length: int, scale: float, *, chunk: int = 256, block_n: int = 64, num_warps: int = 4
+) -> Any:
     """One query per head over cache slots 0..slot (``slot`` a device tensor [1]; ``length`` the
     bucket, a static bound). q [1, Hq, 1, D]; caches [1, Hkv, L, D] (last dim contiguous).
     Returns [1, Hq, 1, D] in q's dtype."""
@@ -113,8 +115,8 @@ def decode_attention(q: Any, k_cache: Any, v_cache: Any, slot: Any, length: int,
     split_kernel[(hkv, splits)](
         qg, kc, vc, slot, acc, m, l_sum,
         qg.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), scale,
-        G=group, GP=max(16, triton.next_power_of_2(group)), D=d, CHUNK=chunk, BLOCK_N=64, SPLITS=splits,
-        IEEE=q.dtype == torch.float32,
+        G=group, GP=max(16, triton.next_power_of_2(group)), D=d, CHUNK=chunk, BLOCK_N=block_n, SPLITS=splits,
+        IEEE=q.dtype == torch.float32, num_warps=num_warps,
     )  # fmt: skip
     reduce_kernel[(hkv, group)](acc, m, l_sum, out, G=group, D=d, SPLITS=splits, SP=triton.next_power_of_2(splits))
     return out.reshape(1, hq, 1, d)

@@ -118,6 +118,12 @@ class CachingImageProcessor:
         rows = processed["pixel_values"]
         return (rows.to(self._dtype) if self._dtype is not None else rows, processed["image_grid_thw"])
 
+    def clear(self) -> None:
+        """Drop every cached image (keys of image objects stay: they are content hashes)."""
+        with self._lock:
+            self._cache.clear()
+            self._buffer, self._buffer_keys, self._buffer_rows = None, [], []
+
     def key_of(self, image: Any, kwargs: dict[str, Any]) -> str:
         """The content key ``items`` files ``image`` under (hashes an image object once)."""
         return self._key(image, kwargs)

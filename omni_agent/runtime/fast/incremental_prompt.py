@@ -134,6 +134,12 @@ class IncrementalPromptBuilder:
             inputs, layout = self._build_locked(texts, images)
         return PreparedPrompt(text=text, inputs=inputs, image_sizes=[im.size for im in media.images], audio_seconds=[])
 
+    def clear(self) -> None:
+        """Forget the prompts built so far (the next build tokenises everything)."""
+        with self._lock:
+            self._records.clear()
+            self._layouts.clear()
+
     def layout_for(self, inputs: Any) -> PromptLayout | None:
         """The layout of ``inputs`` if this builder made them (else None: scan the ids)."""
         ids = inputs.get("input_ids") if hasattr(inputs, "get") else None

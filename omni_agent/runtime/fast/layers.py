@@ -212,6 +212,7 @@ class TextStack:
         self.pre_attention_fused: Callable[..., Any] = self._pre_attention_fused
         self.attend_route: Callable[..., Any] = self._attend_route
         self.route: Callable[..., Any] = self._route
+        self.route_logits: Callable[..., Any] = self._route_logits
         self.triton_attention = False  # set by the owner on CUDA (attention_kernels.decode_attention)
         self.expert_act: Callable[..., Any] = self._expert_act
         self.combine: Callable[..., Any] = self._combine
@@ -261,6 +262,16 @@ class TextStack:
     def _attend_route(self, q: Any, kc: Any, vc: Any, valid: Any, x: Any, wo: Any, ln2: Any, router: Any):
         """Attention of ONE token + o_proj + residual + norm + MoE router (top-k, renormalised)."""
         return self._route(attention_decode(q, kc, vc, valid, self.scale), x, wo, ln2, router)
+
+    def _route_logits(self, a: Any, x: Any, wo: Any, ln2: Any, router: Any):
+        """o_proj of one token's attention output + residual + norm + router logits [E] (the top-k
+        runs in ``moe_kernels.router_topk``)."""
+        import torch.nn.functional as F
+
+        a = a.transpose(1, 2).reshape(1, 1, -1)
+        x = x + F.linear(a, wo)
+        h = rms_norm(x, ln2, self.eps).view(1, -1)
+        return x, h, F.linear(h, router).view(-1)
 
     def _route(self, a: Any, x: Any, wo: Any, ln2: Any, router: Any):
         """o_proj of one token's attention output a [1, Hq, 1, D] + residual + norm + MoE router."""
@@ -338,26 +349,31 @@ class TextStack:
         deepstack: list[Any] | None = None,
         last_only: bool = True,
         return_hidden: bool = False,
-        slots: Any | None = None,
+        head_slots: Any | None = None,
     ) -> Any:
-        """Prefill ``n`` tokens at cache slots [start, start+n) (or at the scattered ``slots``, a
-        device tensor [n], each attending to every slot up to its own). Returns logits (with
-        ``return_hidden``: (final-normed hidden states, logits or None))."""
+        """Prefill ``n`` tokens at cache slots [start, start+n). With ``head_slots`` (a device
+        tensor [r]), the first r tokens go to those scattered slots instead, each attending to
+        every slot up to its own (in-place eviction's placeholders), and the other n - r to
+        [start, start+n-r). Returns logits (with ``return_hidden``: (final-normed hidden states,
+        logits or None))."""
+        import torch
+
         x = embeds
-        n = x.shape[1]
+        r = 0 if head_slots is None else head_slots.shape[0]
+        n = x.shape[1] - r
         cos, sin = self.rope(x, position_ids)
         for i, w in enumerate(self.layers):
             q, k, v = self._pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
             kc, vc = cache.layer(i)
-            if slots is not None:
-                kc.index_copy_(2, slots, k)
-                vc.index_copy_(2, slots, v)
-                a = attention_at_slots(q, kc, vc, slots, self.scale)
-            else:
-                kc[:, :, start : start + n] = k
-                vc[:, :, start : start + n] = v
-                a = attention_prefill(q, kc, vc, start, self.scale)
-            a = a.transpose(1, 2).reshape(1, n, -1)
+            if r:
+                kc.index_copy_(2, head_slots, k[:, :, :r])
+                vc.index_copy_(2, head_slots, v[:, :, :r])
+            kc[:, :, start : start + n] = k[:, :, r:]
+            vc[:, :, start : start + n] = v[:, :, r:]
+            a = attention_prefill(q[:, :, r:] if r else q, kc, vc, start, self.scale)
+            if r:
+                a = torch.cat([attention_at_slots(q[:, :, :r], kc, vc, head_slots, self.scale), a], dim=2)
+            a = a.transpose(1, 2).reshape(1, n + r, -1)
             import torch.nn.functional as F
 
             x = x + F.linear(a, w.o)
@@ -393,8 +409,11 @@ class TextStack:
             if w.router is not None and self.triton_attention:
                 from .attention_kernels import decode_attention
 
+                from .moe_kernels import router_topk
+
                 a = decode_attention(q, kc, vc, slot, length, self.scale)
-                x, h, top_w, top_i = self.route(a, x, w.o, w.ln2, w.router)
+                x, h, logits = self.route_logits(a, x, w.o, w.ln2, w.router)
+                top_w, top_i = router_topk(logits, self.top_k, normalize=self.norm_topk, dtype=h.dtype)
                 x = self._moe_decode(w, x, h, top_w, top_i)
             elif w.router is not None:
                 x, h, top_w, top_i = self.attend_route(q, kc[:, :, :length], vc[:, :, :length], valid, x, w.o, w.ln2, w.router)
@@ -414,5 +433,6 @@ class TextStack:
         # One entry per attention-length bucket (static shapes; see FastOptions.graph_buckets).
         self.attend_route = torch.compile(self._attend_route, dynamic=False, fullgraph=True)
         self.route = torch.compile(self._route, dynamic=False, fullgraph=True)
+        self.route_logits = torch.compile(self._route_logits, dynamic=False, fullgraph=True)
         self.expert_act = torch.compile(self._expert_act, dynamic=False, fullgraph=True)
         self.combine = torch.compile(self._combine, dynamic=False, fullgraph=True)

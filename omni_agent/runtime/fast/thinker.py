@@ -93,7 +93,9 @@ class FastThinker:
         if self.options.decode_attention == "triton" and triton_available(self.device):
             from .attention_kernels import decode_attention_supported
 
-            self.stack.triton_attention = decode_attention_supported(self.stack.head_dim)
+            experts = int(getattr(thinker.config.text_config, "num_experts", 0) or 0)
+            router_ok = experts > 0 and experts & (experts - 1) == 0  # router_topk's tile
+            self.stack.triton_attention = decode_attention_supported(self.stack.head_dim) and router_ok
         if self.options.fuse_qkv:
             self.stack.fuse_qkv()
         if self.options.prefill_experts == "grouped":
@@ -137,9 +139,16 @@ class FastThinker:
             return "batch size > 1"
         return None
 
-    def reset(self) -> None:
-        """Forget the cached transcript (the next call prefills everything)."""
+    def reset(self, *, forget_images: bool = False) -> None:
+        """Forget the cached transcript (the next call prefills everything); with
+        ``forget_images`` also the encoded and preprocessed images (a benchmark's cold start)."""
         self.state.clear()
+        if forget_images:
+            self.images.clear()
+            if self.preprocess_cache is not None:
+                self.preprocess_cache.clear()
+            if self.prompts is not None:
+                self.prompts.clear()
 
     def _ensure_cache(self) -> StaticKVCache:
         if self.cache is None:
@@ -183,9 +192,10 @@ class FastThinker:
             edit = plan_cache_edit(self.state, ids, spans, reuse=reuse)
         return StepPlan(ids=ids, spans=spans, reuse=reuse, edit=edit)
 
-    def _apply_edit(self, plan: StepPlan, edit: CacheEdit) -> None:
-        """Move the kept rows to their new slots, compute the placeholders in the gaps (one
-        forward over scattered slots), and describe the result in ``self.state``."""
+    def _apply_edit(self, plan: StepPlan, edit: CacheEdit) -> tuple[list[int], list[int], list[int]]:
+        """Move the kept rows to their new slots and describe the result in ``self.state``.
+        Returns the placeholders still to compute (token ids, slots, positions): they run in the
+        same forward as the step's tail (a second forward would cost a prefill's launch overhead)."""
         import torch
 
         cache = self._ensure_cache()
@@ -194,16 +204,12 @@ class FastThinker:
             src = torch.cat([torch.arange(b.src, b.src + b.length) for b in moved]).to(self.device)
             dst = torch.cat([torch.arange(b.dst, b.dst + b.length) for b in moved]).to(self.device)
             cache.move_rows(src, dst)
-        if edit.inserts:
-            at = [i for ins in edit.inserts for i in range(ins.start, ins.end)]
-            positions = [ins.position + j for ins in edit.inserts for j in range(ins.end - ins.start)]
-            ids_t = torch.tensor([[plan.ids[i] for i in at]], dtype=torch.long, device=self.device)
-            pos = torch.tensor(positions, dtype=torch.long, device=self.device).view(1, 1, -1).expand(3, 1, -1)
-            slots = torch.tensor(at, dtype=torch.long, device=self.device)
-            self.stack.forward(self.stack.model.embed_tokens(ids_t), pos, cache, 0, slots=slots)
+        slots = [i for ins in edit.inserts for i in range(ins.start, ins.end)]
+        positions = [ins.position + j for ins in edit.inserts for j in range(ins.end - ins.start)]
         apply_to_state(self.state, edit, plan.ids, plan.spans)
         self.stats.evictions_in_place += 1
         self.stats.rows_kept_in_place += edit.kept_tokens - edit.truncate_reuse
+        return [plan.ids[i] for i in slots], slots, positions
 
     def positions(self, new_ids: Sequence[int], new_spans: Sequence[ImageSpan], offset: int) -> Any:
         """M-RoPE positions [3, 1, n] of an appended segment, computed for its tokens only."""
@@ -258,10 +264,12 @@ class FastThinker:
 
         cache = self._ensure_cache()
         timings: dict[str, float] = {}
+        head_ids: list[int] = []
+        head_slots: list[int] = []
+        head_pos: list[int] = []
         if plan.edit is not None:
             t_edit = time.perf_counter()
-            self._apply_edit(plan, plan.edit)
-            self._sync()
+            head_ids, head_slots, head_pos = self._apply_edit(plan, plan.edit)
             timings["evict_in_place"] = time.perf_counter() - t_edit
         k = plan.cached
         new_ids = plan.ids[k:]
@@ -271,18 +279,26 @@ class FastThinker:
         vision = self._vision(inputs, new_spans)
         self._sync()
         timings["vision"] = time.perf_counter() - t0
-        ids_t = torch.tensor([new_ids], dtype=torch.long, device=self.device)
+        r = len(head_ids)
+        ids_t = torch.tensor([head_ids + new_ids], dtype=torch.long, device=self.device)
         x = self.stack.model.embed_tokens(ids_t)
         visual_mask = None
         deepstack = None
         if vision is not None:
             embeds, deepstack = vision
-            at = [i for i, t in enumerate(new_ids) if t == self.image_token_id]  # host: no GPU sync
+            at = [r + i for i, t in enumerate(new_ids) if t == self.image_token_id]  # host: no GPU sync
             visual_mask = torch.tensor(at, dtype=torch.long).to(self.device, non_blocking=True)
             x = x.index_copy(1, visual_mask, embeds.to(x.dtype).unsqueeze(0))
         pos = self.positions(new_ids, new_spans, offset)
+        pos_all = pos
+        slots_t = None
+        if r:  # in-place eviction: placeholders at their scattered slots, then the tail
+            pos_all = torch.cat([torch.tensor(head_pos, dtype=torch.long).view(1, 1, -1).expand(3, 1, -1), pos], dim=2)
+            slots_t = torch.tensor(head_slots, dtype=torch.long).to(self.device, non_blocking=True)
         t1 = time.perf_counter()
-        logits = self.stack.forward(x, pos.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack)
+        logits = self.stack.forward(
+            x, pos_all.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack, head_slots=slots_t
+        )
         self._sync()
         timings["prefill_forward"] = time.perf_counter() - t1
         self.state.truncate(k)
