@@ -467,6 +467,13 @@ def main(argv: list[str] | None = None) -> int:
         full, _ = engine.prefill(last_inputs, engine.plan(last_inputs))
         checks["prefill_full_rel_err"] = rel_err(full, ref)
         checks["prefill_full_top1_same"] = int(full.argmax()) == int(ref.argmax())
+        stack = engine.stack
+        compiled = (stack.prefill_pre_attention, stack.prefill_post_attention)
+        stack.prefill_pre_attention, stack.prefill_post_attention = stack._pre_attention, stack._post_attention
+        engine.reset()
+        eager, _ = engine.prefill(last_inputs, engine.plan(last_inputs))
+        checks["prefill_full_eager_rel_err"] = rel_err(eager, ref)  # compile_prefill=False: bit-identical
+        stack.prefill_pre_attention, stack.prefill_post_attention = compiled
         cut = plan.spans[-1].start
         engine.reset()
         from omni_agent.runtime.fast.thinker import StepPlan

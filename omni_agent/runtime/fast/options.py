@@ -38,6 +38,10 @@ class FastOptions(BaseModel):
     compile: bool = True
     """``torch.compile`` the per-layer decode function before graph capture (CUDA only): fuses the
     small element-wise kernels; compiled once for all layers (same shapes, weights as arguments)."""
+    compile_prefill: bool = True
+    """``torch.compile`` (dynamic shapes) the prefill's per-layer norms, rotary and residual (CUDA
+    only): fewer, fused kernels where eager launch overhead dominated. Off: the eager prefill,
+    bit-identical to the plain forward."""
     graph_buckets: tuple[int, ...] = (2048, 4096, 8192, 12288)
     """Attention lengths with their own captured graph, so a short context does not read the
     whole static cache; ``max_cache_tokens`` is always added as the last bucket."""

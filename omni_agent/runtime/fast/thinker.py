@@ -87,6 +87,8 @@ class FastThinker:
         cuda = self.device.type == "cuda"
         self.graphs_on = bool(self.options.cuda_graphs and cuda)
         self.compile_on = bool(self.options.compile and cuda)
+        if self.options.compile_prefill and cuda:
+            self.stack.compile_prefill()
         from .moe_kernels import triton_available
 
         self.stack.use_triton = self.options.decode_experts == "triton" and triton_available(self.device)
