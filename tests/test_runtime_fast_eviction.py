@@ -231,12 +231,16 @@ def test_long_episode_in_place_keeps_greedy_generation_running(tiny_qwen3_omni):
     settings = GenerationSettings(max_new_tokens=3, temperature=0.0)
     history = _episode(0)
     evictions = 0
+    builder = fast.fast.prompts
     for step in range(6):
         history = history + _episode(step + 1)[-2:]
         messages, _ = apply_image_budget(history, max_images=2, chunk=2)
+        tokenised = builder.tokenised_chunks
         result = fast.generate(ModelRequest(messages=messages, tools=TOOLS, settings=settings))
         assert result.completion_tokens >= 1
         if "evict_in_place" in result.timings:
             evictions += 1
             assert result.timings["prefilled_tokens"] < result.prompt_tokens / 2
+            # Only the two evicted turns and the new ones are tokenised again, not all that follows.
+            assert builder.tokenised_chunks - tokenised <= 4
     assert evictions == fast.fast.stats.evictions_in_place >= 2
