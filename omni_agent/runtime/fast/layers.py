@@ -236,6 +236,7 @@ class TextStack:
         self.route: Callable[..., Any] = self._route
         self.route_logits: Callable[..., Any] = self._route_logits
         self.triton_attention = False  # set by the owner on CUDA (attention_kernels.decode_attention)
+        self.triton_router = False  # with triton_attention: moe_kernels.router_topk for the top-k
         self.expert_act: Callable[..., Any] = self._expert_act
         self.combine: Callable[..., Any] = self._combine
 
@@ -442,8 +443,11 @@ class TextStack:
                 from .moe_kernels import router_topk
 
                 a = decode_attention(q, kc, vc, slot, length, self.scale)
-                x, h, logits = self.route_logits(a, x, w.o, w.ln2, w.router)
-                top_w, top_i = router_topk(logits, self.top_k, normalize=self.norm_topk, dtype=h.dtype)
+                if self.triton_router:
+                    x, h, logits = self.route_logits(a, x, w.o, w.ln2, w.router)
+                    top_w, top_i = router_topk(logits, self.top_k, normalize=self.norm_topk, dtype=h.dtype)
+                else:
+                    x, h, top_w, top_i = self.route(a, x, w.o, w.ln2, w.router)
                 x = self._moe_decode(w, x, h, top_w, top_i)
             elif w.router is not None:
                 x, h, top_w, top_i = self.attend_route(q, kc[:, :, :length], vc[:, :, :length], valid, x, w.o, w.ln2, w.router)

@@ -67,6 +67,10 @@ class FastOptions(BaseModel):
     """Decode attention: ``triton`` (``attention_kernels.py``: one split-K kernel over the valid
     slots only, CUDA + Triton) or ``matmul`` (two matmuls over the whole bucket, any device)."""
 
+    decode_router: Literal["triton", "torch"] = "triton"
+    """With Triton decode attention: the MoE router's softmax + top-k + renormalisation as one
+    Triton kernel (``moe_kernels.router_topk``) or torch's ops (softmax, topk, division)."""
+
     def buckets(self) -> list[int]:
         """Sorted attention-length buckets, capped by and ending with ``max_cache_tokens``."""
         sizes = {b for b in self.graph_buckets if b < self.max_cache_tokens}

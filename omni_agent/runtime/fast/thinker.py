@@ -97,7 +97,8 @@ class FastThinker:
 
             experts = int(getattr(thinker.config.text_config, "num_experts", 0) or 0)
             router_ok = experts > 0 and experts & (experts - 1) == 0  # router_topk's tile
-            self.stack.triton_attention = decode_attention_supported(self.stack.head_dim) and router_ok
+            self.stack.triton_attention = decode_attention_supported(self.stack.head_dim)
+            self.stack.triton_router = router_ok and self.options.decode_router == "triton"
         if self.options.fuse_qkv:
             self.stack.fuse_qkv()
         if self.options.prefill_experts == "grouped":
