@@ -325,7 +325,7 @@ def issue15(args, report, engine, fast, processor, last_inputs, *, tools, settin
     if args.long_episode <= 0:
         return
     head, turns = episode_messages(args.long_episode, tool_text="Work step by step; answer with exactly one tool call per step.")
-    for mode in ("in_place", "reprefill"):
+    for mode in ("in_place",) if args.quick else ("in_place", "reprefill"):
         engine.options.eviction = mode
         log(f"long episode: {args.long_episode} steps, {args.long_max_images} screenshots, eviction {mode}")
         out = extras.long_episode(fast, head, turns, tools=tools, settings=settings, force=force, max_images=args.long_max_images, dev=dev)
@@ -386,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-episode", type=int, default=0, help="then a long episode of this many steps (issue 15: 30)")
     parser.add_argument("--long-max-images", type=int, default=4, help="image budget of the long episode")
     parser.add_argument("--prefill-repeats", type=int, default=20, help="steady step-10 prefill forwards to time")
+    parser.add_argument("--quick", action="store_true", help="no kernel sweep, long episode in place only")
     parser.add_argument("--profile", type=Path, default=None, help="write a torch.profiler table of one step-10 prefill here")
     parser.add_argument("--json", type=Path, default=None, help="write all figures here")
     parser.add_argument("--dry-run", action="store_true", help="tiny model, CPU allowed: checks the script, measures nothing")
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         report["expert_kernel"] = expert_kernel_check(device)
         log(report["expert_kernel"])
     if dev.cuda:
-        report["decode_attention"] = extras.decode_attention_check(device)
+        report["decode_attention"] = extras.decode_attention_check(device, sweep=not args.quick)
         log(f"decode attention kernel: {report['decode_attention']}")
         torch.cuda.empty_cache()
     if not args.skip_tiny and dev.cuda:
