@@ -19,6 +19,9 @@ most of what is left of preprocessing, and the transcript hands the same PIL obj
 (a weak reference, so a new object at a recycled address is never confused with it), checked
 against 64 sampled pixels. Images are treated as immutable once sent: edit a copy, not the
 object in the transcript.
+
+With ``device`` (the GPU), a new screenshot is preprocessed there (``device_image.py``: resize,
+normalise, patchify in torch) and its rows stay on the device, where the vision encoder reads them.
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ def image_key(image: Any, kwargs: dict[str, Any]) -> str:
 class CachingImageProcessor:
     """Delegates to ``inner`` image by image, caching each image's (pixel rows, grid) by content."""
 
-    def __init__(self, inner: Any, *, capacity: int = 64, dtype: Any = None) -> None:
+    def __init__(self, inner: Any, *, capacity: int = 64, dtype: Any = None, device: Any = None) -> None:
+        from .device_image import device_image_spec
+
         self._inner = inner
+        self._device = device
+        self._spec = device_image_spec(inner) if device is not None and dtype is not None else None
         self._dtype = dtype  # the vision tower's dtype: it casts to it anyway, bf16 halves the copy
         self._capacity = capacity
         self._cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
@@ -91,9 +98,7 @@ class CachingImageProcessor:
             item = self._cache.get(key)
             if item is None:
                 self.misses += 1
-                processed = self._inner([image], **{**kwargs, "return_tensors": "pt"})
-                rows = processed["pixel_values"]
-                item = (rows.to(self._dtype) if self._dtype is not None else rows, processed["image_grid_thw"])
+                item = self._process(image, kwargs)
                 self._cache[key] = item
                 while len(self._cache) > self._capacity:
                     self._cache.popitem(last=False)
@@ -102,6 +107,22 @@ class CachingImageProcessor:
                 self._cache.move_to_end(key)
             out.append((key, item[0], item[1]))
         return out
+
+    def _process(self, image: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """(pixel rows, grid [1, 3]) of one image: on the device when it can, else the processor."""
+        from .device_image import accepts, preprocess_on_device
+
+        if self._spec is not None and accepts(kwargs):
+            return preprocess_on_device(image, self._spec, device=self._device, dtype=self._dtype)
+        processed = self._inner([image], **{**kwargs, "return_tensors": "pt"})
+        rows = processed["pixel_values"]
+        return (rows.to(self._dtype) if self._dtype is not None else rows, processed["image_grid_thw"])
+
+    def clear(self) -> None:
+        """Drop every cached image (keys of image objects stay: they are content hashes)."""
+        with self._lock:
+            self._cache.clear()
+            self._buffer, self._buffer_keys, self._buffer_rows = None, [], []
 
     def key_of(self, image: Any, kwargs: dict[str, Any]) -> str:
         """The content key ``items`` files ``image`` under (hashes an image object once)."""
@@ -135,7 +156,12 @@ class CachingImageProcessor:
         have = self._buffer_keys
         if self._buffer is not None and keys == have[: len(keys)]:
             return self._buffer[: sum(self._buffer_rows[: len(keys)])]
-        if self._buffer is None or keys[: len(have)] != have or pixels[0].dtype != self._buffer.dtype:
+        if (
+            self._buffer is None
+            or keys[: len(have)] != have
+            or pixels[0].dtype != self._buffer.dtype
+            or pixels[0].device != self._buffer.device
+        ):
             self._buffer, have, self._buffer_rows = None, [], []
         used = sum(self._buffer_rows)
         new = pixels[len(have) :]
@@ -145,7 +171,8 @@ class CachingImageProcessor:
             # every row so far (~120 MB at 11 screenshots: the 62 ms step-10 spike on the device)
             # and untouched pages of a large allocation cost no memory until written (mmap).
             largest = max(p.shape[0] for p in new) if new else 0
-            grown = torch.empty((max(2 * need, need + self._capacity * largest), pixels[0].shape[1]), dtype=pixels[0].dtype)
+            rows_needed = max(2 * need, need + self._capacity * largest)
+            grown = torch.empty((rows_needed, pixels[0].shape[1]), dtype=pixels[0].dtype, device=pixels[0].device)
             if used:
                 grown[:used] = self._buffer[:used]
             self._buffer = grown  # the old buffer stays intact for views handed out before
@@ -164,11 +191,12 @@ def _probe(image: Any) -> tuple[Any, ...]:
     return (image.mode, image.size) + tuple(image.getpixel(((7 + 61 * i) % w, (3 + 37 * i) % h)) for i in range(64))
 
 
-def install_image_cache(processor: Any, *, capacity: int = 64, dtype: Any = None) -> CachingImageProcessor:
-    """Wrap ``processor.image_processor`` (idempotent) and return the wrapper."""
+def install_image_cache(processor: Any, *, capacity: int = 64, dtype: Any = None, device: Any = None) -> CachingImageProcessor:
+    """Wrap ``processor.image_processor`` (idempotent) and return the wrapper; with ``device``,
+    new images are preprocessed there."""
     current = processor.image_processor
     if isinstance(current, CachingImageProcessor):
         return current
-    wrapper = CachingImageProcessor(current, capacity=capacity, dtype=dtype)
+    wrapper = CachingImageProcessor(current, capacity=capacity, dtype=dtype, device=device)
     processor.image_processor = wrapper
     return wrapper

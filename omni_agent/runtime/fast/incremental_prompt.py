@@ -134,6 +134,12 @@ class IncrementalPromptBuilder:
             inputs, layout = self._build_locked(texts, images)
         return PreparedPrompt(text=text, inputs=inputs, image_sizes=[im.size for im in media.images], audio_seconds=[])
 
+    def clear(self) -> None:
+        """Forget the prompts built so far (the next build tokenises everything)."""
+        with self._lock:
+            self._records.clear()
+            self._layouts.clear()
+
     def layout_for(self, inputs: Any) -> PromptLayout | None:
         """The layout of ``inputs`` if this builder made them (else None: scan the ids)."""
         ids = inputs.get("input_ids") if hasattr(inputs, "get") else None
@@ -165,6 +171,14 @@ class IncrementalPromptBuilder:
             if k > best[1]:
                 best = (record, k)
         return best
+
+    def _moved_chunk(self, spare: dict[str, _Chunk], text: str, images: tuple[Any, ...]) -> _Chunk | None:
+        """An unchanged chunk of the last prompt found again after a change (same text, same images)."""
+        chunk = spare.get(text)
+        if chunk is None or not self._same_images(images, chunk):
+            return None
+        self.reused_chunks += 1
+        return chunk
 
     def _new_chunk(self, text: str, images: tuple[Any, ...]) -> _Chunk:
         import torch
@@ -213,7 +227,9 @@ class IncrementalPromptBuilder:
         record, k = self._best_record(texts, images)
         kept = record.chunks[:k] if record is not None else []
         self.reused_chunks += k
-        chunks = kept + [self._new_chunk(t, im) for t, im in zip(texts[k:], images[k:])]
+        # Past the first changed chunk (an evicted screenshot), unchanged turns keep their ids.
+        spare = {c.text: c for c in record.chunks[k:]} if record is not None else {}
+        chunks = kept + [self._moved_chunk(spare, t, im) or self._new_chunk(t, im) for t, im in zip(texts[k:], images[k:])]
         t0 = time.perf_counter()
         kept_tokens = sum(len(c.ids) for c in kept)
         new_ids = [t for c in chunks[k:] for t in c.ids]

@@ -45,3 +45,14 @@ class StaticKVCache:
 
     def layer(self, index: int) -> tuple[Any, Any]:
         return self.k[index], self.v[index]
+
+    def move_rows(self, src: Any, dst: Any) -> None:
+        """Rows (slots) ``src`` of every layer to slots ``dst`` (device index tensors of one length).
+
+        The rows are gathered first, so blocks may overlap their destinations (in-place eviction
+        moves surviving blocks left). Keys keep the rotary position they were written with.
+        """
+        if src.numel() == 0:
+            return
+        self.k[:, :, :, dst] = self.k[:, :, :, src]
+        self.v[:, :, :, dst] = self.v[:, :, :, src]

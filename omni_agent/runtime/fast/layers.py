@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["LayerWeights", "TextStack", "attention_decode", "attention_prefill", "rms_norm"]
+__all__ = ["LayerWeights", "TextStack", "attention_at_slots", "attention_decode", "attention_prefill", "rms_norm"]
 
 
 def rms_norm(x: Any, weight: Any, eps: float) -> Any:
@@ -48,6 +48,7 @@ class LayerWeights:
     shared: tuple[Any, Any, Any, Any] | None  # Talker: shared expert (gate, up, down) + its gate
     dense: tuple[Any, Any, Any] | None  # dense MLP layers: (gate, up, down)
     module: Any  # the transformers layer (prefill runs its MLP module: grouped experts)
+    qkv: Any | None = None  # q, k, v stacked (``TextStack.fuse_qkv``): one GEMV per decoded token
 
 
 def _layer_weights(layer: Any) -> LayerWeights:
@@ -100,8 +101,21 @@ def attention_decode(q: Any, k_cache: Any, v_cache: Any, valid: Any, scale: floa
     return torch.matmul(probs, v_cache[0]).reshape(1, hq, 1, d)
 
 
+def flash_attention() -> Callable[..., Any] | None:
+    """``flash_attn_func`` when flash-attn is installed (the optional ``gpu`` extra), else None."""
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError:
+        return None
+    return flash_attn_func
+
+
 def attention_prefill(q: Any, k_cache: Any, v_cache: Any, start: int, scale: float) -> Any:
-    """``n`` new queries at cache slots [start, start+n) over slots [0, start+n), causal."""
+    """``n`` new queries at cache slots [start, start+n) over slots [0, start+n), causal.
+
+    Grouped K/V are read as they are (flash-attn, or sdpa with ``enable_gqa``): repeating 4 KV
+    heads to 32 over an 11.6k-token cache wrote and re-read ~190 MB per layer per step.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -110,21 +124,78 @@ def attention_prefill(q: Any, k_cache: Any, v_cache: Any, start: int, scale: flo
     total = start + n
     k = k_cache[:, :, :total]
     v = v_cache[:, :, :total]
-    if hq != hkv:  # the plain path does the same repeat (prefill is compute-bound)
-        k = k.repeat_interleave(hq // hkv, dim=1)
-        v = v.repeat_interleave(hq // hkv, dim=1)
-    if start == 0:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    gqa = hq != hkv
     if q.device.type == "cuda":
+        flash = flash_attention() if q.dtype in (torch.float16, torch.bfloat16) else None
+        if flash is not None:  # causal is bottom-right aligned when n < total (flash-attn >= 2.1)
+            out = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=True)
+            return out.transpose(1, 2)
+        if start == 0:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
         # New queries sit at the END of the keys: lower-right causal, run by the flash /
         # memory-efficient kernels without a mask tensor. (A boolean mask let sdpa pick cuDNN,
         # which built a plan per new length: 0.7-1.1 s per step measured on an H200.)
         from torch.nn.attention.bias import causal_lower_right
 
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(n, total), scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(n, total), scale=scale, enable_gqa=gqa)
+    if start == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
     rows = torch.arange(n, device=q.device).view(-1, 1) + start
     cols = torch.arange(total, device=q.device).view(1, -1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=(cols <= rows).view(1, 1, n, total), scale=scale)
+    mask = (cols <= rows).view(1, 1, n, total)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+
+
+def attention_at_slots(q: Any, k_cache: Any, v_cache: Any, slots: Any, scale: float) -> Any:
+    """A few queries at scattered cache slots, each over every slot up to its own (in-place
+    eviction's placeholders). q [1, Hq, n, D]; slots [n] (device, ascending). Grouped like
+    ``attention_decode`` (K/V read once per KV head); the scores are [Hkv, G*n, L]: meant for
+    tens of queries, not a prefill."""
+    import torch
+
+    _, hq, n, d = q.shape
+    hkv = k_cache.shape[1]
+    group = hq // hkv
+    total = int(slots[-1]) + 1
+    qg = q[0].reshape(hkv, group * n, d)
+    scores = torch.matmul(qg, k_cache[0, :, :total].transpose(-1, -2)).float() * scale  # [Hkv, G*n, L]
+    allowed = torch.arange(total, device=q.device).view(1, -1) <= slots.view(-1, 1)  # [n, L]
+    scores = scores.view(hkv, group, n, total).masked_fill(~allowed, float("-inf")).view(hkv, group * n, total)
+    probs = torch.softmax(scores, dim=-1).to(v_cache.dtype)
+    return torch.matmul(probs, v_cache[0, :, :total]).reshape(1, hq, n, d)
+
+
+def _add_deepstack(x: Any, visual: Any, features: Any) -> Any:
+    """x[0, visual] += features (the model's own sum); ``visual`` a bool mask or an index tensor
+    (no host sync: a boolean index waits for the GPU to count its True values)."""
+    import torch
+
+    if visual.dtype == torch.bool:
+        x = x.clone()
+        x[0, visual] = x[0, visual] + features.to(x.dtype)
+        return x
+    summed = x[0].index_select(0, visual) + features.to(x.dtype)
+    return x.index_copy(1, visual, summed.unsqueeze(0))
+
+
+def _with_fallback(compiled: Callable[..., Any], eager: Callable[..., Any]) -> Callable[..., Any]:
+    """``compiled`` until it raises, then ``eager`` for good (a backend that cannot compile a
+    function must not stop the model; a real error raises again from the eager call)."""
+    current = [compiled]
+
+    def call(*args: Any) -> Any:
+        try:
+            return current[0](*args)
+        except Exception:  # noqa: BLE001 - torch.compile raises many types; the eager retry re-raises real errors
+            if current[0] is eager:
+                raise
+            current[0] = eager
+            import warnings
+
+            warnings.warn(f"torch.compile failed for {getattr(eager, '__name__', eager)}; running it eagerly", stacklevel=2)
+            return eager(*args)
+
+    return call
 
 
 class TextStack:
@@ -153,9 +224,19 @@ class TextStack:
         if act != "silu":
             raise NotImplementedError(f"fast path: activation {act!r} is not supported (only silu)")
         self.use_triton = False  # set by the owner on CUDA (moe_kernels.triton_available)
+        self.prefill_experts: str | None = None
+        """MoE prefill: None (the transformers module), "grouped" (moe_prefill's grouped GEMM) or
+        "reference" (moe_prefill's layout, one matmul per expert). Set by the owner."""
         # Replaced by compiled versions on CUDA (see ``compile_decode``).
         self.pre_attention: Callable[..., Any] = self._pre_attention
+        self.pre_attention_fused: Callable[..., Any] = self._pre_attention_fused
+        self.prefill_pre_attention: Callable[..., Any] = self._pre_attention  # see ``compile_prefill``
+        self.prefill_post_attention: Callable[..., Any] = self._post_attention
         self.attend_route: Callable[..., Any] = self._attend_route
+        self.route: Callable[..., Any] = self._route
+        self.route_logits: Callable[..., Any] = self._route_logits
+        self.triton_attention = False  # set by the owner on CUDA (attention_kernels.decode_attention)
+        self.triton_router = False  # with triton_attention: moe_kernels.router_topk for the top-k
         self.expert_act: Callable[..., Any] = self._expert_act
         self.combine: Callable[..., Any] = self._combine
 
@@ -171,12 +252,56 @@ class TextStack:
         q, k = self._rotary(q, k, cos, sin)
         return q, k, v
 
+    def _pre_attention_fused(self, x: Any, ln1: Any, wqkv: Any, qn: Any, kn: Any, cos: Any, sin: Any):
+        """``_pre_attention`` with q, k, v as one matrix-vector product (decode)."""
+        import torch.nn.functional as F
+
+        b, n, _ = x.shape
+        h = rms_norm(x, ln1, self.eps)
+        d = self.head_dim
+        q, k, v = F.linear(h, wqkv).split((self.num_heads * d, self.num_kv_heads * d, self.num_kv_heads * d), dim=-1)
+        q = rms_norm(q.view(b, n, -1, d), qn, self.eps).transpose(1, 2)
+        k = rms_norm(k.view(b, n, -1, d), kn, self.eps).transpose(1, 2)
+        v = v.view(b, n, -1, d).transpose(1, 2)
+        q, k = self._rotary(q, k, cos, sin)
+        return q, k, v
+
+    def fuse_qkv(self) -> None:
+        """Stack each layer's q/k/v weights into one tensor and make the module's parameters views
+        of it (no extra memory; same values, so every other user of the model is unaffected):
+        decode then reads them with one kernel instead of three."""
+        import torch
+
+        for w in self.layers:
+            if w.qkv is not None:
+                continue
+            fused = torch.cat([w.q.data, w.k.data, w.v.data], dim=0)
+            nq, nk = w.q.shape[0], w.k.shape[0]
+            w.q.data = fused[:nq]
+            w.k.data = fused[nq : nq + nk]
+            w.v.data = fused[nq + nk :]
+            w.qkv = fused
+
     def _attend_route(self, q: Any, kc: Any, vc: Any, valid: Any, x: Any, wo: Any, ln2: Any, router: Any):
         """Attention of ONE token + o_proj + residual + norm + MoE router (top-k, renormalised)."""
+        return self._route(attention_decode(q, kc, vc, valid, self.scale), x, wo, ln2, router)
+
+    def _route_logits(self, a: Any, x: Any, wo: Any, ln2: Any, router: Any):
+        """o_proj of one token's attention output + residual + norm + router logits [E] (the top-k
+        runs in ``moe_kernels.router_topk``)."""
+        import torch.nn.functional as F
+
+        a = a.transpose(1, 2).reshape(1, 1, -1)
+        x = x + F.linear(a, wo)
+        h = rms_norm(x, ln2, self.eps).view(1, -1)
+        return x, h, F.linear(h, router).view(-1)
+
+    def _route(self, a: Any, x: Any, wo: Any, ln2: Any, router: Any):
+        """o_proj of one token's attention output a [1, Hq, 1, D] + residual + norm + MoE router."""
         import torch
         import torch.nn.functional as F
 
-        a = attention_decode(q, kc, vc, valid, self.scale).transpose(1, 2).reshape(1, 1, -1)
+        a = a.transpose(1, 2).reshape(1, 1, -1)
         x = x + F.linear(a, wo)
         h = rms_norm(x, ln2, self.eps).view(1, -1)  # [1, H]
         probs = torch.softmax(F.linear(h, router).float(), dim=-1)
@@ -213,14 +338,32 @@ class TextStack:
             return x + out.sum(dim=0).view_as(x)
         return self.combine(x, out, top_w)
 
-    def _mlp(self, w: LayerWeights, x: Any, *, decode: bool) -> Any:
-        """Residual MLP block; decode of MoE without a shared expert uses the graph-safe function."""
+    def _post_attention(self, x: Any, a: Any, wo: Any, ln2: Any) -> tuple[Any, Any]:
+        """o_proj + residual, and the MLP's input norm: (residual stream, normed input)."""
         import torch.nn.functional as F
 
-        h = rms_norm(x, w.ln2, self.eps)
+        x = x + F.linear(a, wo)
+        return x, rms_norm(x, ln2, self.eps)
+
+    def _mlp(self, w: LayerWeights, x: Any, *, decode: bool) -> Any:
+        """Residual MLP block; decode of MoE without a shared expert uses the graph-safe function."""
+        return self._mlp_from(w, x, rms_norm(x, w.ln2, self.eps))
+
+    def _mlp_from(self, w: LayerWeights, x: Any, h: Any) -> Any:
+        """Residual MLP block given its normed input ``h``."""
+        import torch.nn.functional as F
+
         if w.dense is not None:
             g, u, d = w.dense
             return x + F.linear(F.silu(F.linear(h, g)) * F.linear(h, u), d)
+        if self.prefill_experts is not None and w.shared is None and w.router is not None:
+            from .moe_prefill import moe_prefill
+
+            flat = h.view(-1, h.shape[-1])
+            out = moe_prefill(
+                flat, w.router, w.gate_up, w.down, top_k=self.top_k, norm_topk=self.norm_topk, grouped=self.prefill_experts == "grouped"
+            )
+            return x + out.view_as(h)
         return x + w.module.mlp(h)
 
     # -- forward over the cache ---------------------------------------------------------------
@@ -239,26 +382,35 @@ class TextStack:
         deepstack: list[Any] | None = None,
         last_only: bool = True,
         return_hidden: bool = False,
+        head_slots: Any | None = None,
     ) -> Any:
-        """Prefill ``n`` tokens at cache slots [start, start+n). Returns logits (with
-        ``return_hidden``: (final-normed hidden states, logits or None))."""
+        """Prefill ``n`` tokens at cache slots [start, start+n). With ``head_slots`` (a device
+        tensor [r]), the first r tokens go to those scattered slots instead, each attending to
+        every slot up to its own (in-place eviction's placeholders), and the other n - r to
+        [start, start+n-r). Returns logits (with ``return_hidden``: (final-normed hidden states,
+        logits or None))."""
+        import torch
+
         x = embeds
-        n = x.shape[1]
+        r = 0 if head_slots is None else head_slots.shape[0]
+        n = x.shape[1] - r
         cos, sin = self.rope(x, position_ids)
         for i, w in enumerate(self.layers):
-            q, k, v = self._pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
+            q, k, v = self.prefill_pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
             kc, vc = cache.layer(i)
-            kc[:, :, start : start + n] = k
-            vc[:, :, start : start + n] = v
-            a = attention_prefill(q, kc, vc, start, self.scale)
-            a = a.transpose(1, 2).reshape(1, n, -1)
-            import torch.nn.functional as F
-
-            x = x + F.linear(a, w.o)
-            x = self._mlp(w, x, decode=False)
+            if r:
+                kc.index_copy_(2, head_slots, k[:, :, :r])
+                vc.index_copy_(2, head_slots, v[:, :, :r])
+            kc[:, :, start : start + n] = k[:, :, r:]
+            vc[:, :, start : start + n] = v[:, :, r:]
+            a = attention_prefill(q[:, :, r:] if r else q, kc, vc, start, self.scale)
+            if r:
+                a = torch.cat([attention_at_slots(q[:, :, :r], kc, vc, head_slots, self.scale), a], dim=2)
+            a = a.transpose(1, 2).reshape(1, n + r, -1)
+            x, h = self.prefill_post_attention(x, a, w.o, w.ln2)
+            x = self._mlp_from(w, x, h)
             if deepstack is not None and i < len(deepstack) and visual_mask is not None:
-                x = x.clone()
-                x[0, visual_mask] = x[0, visual_mask] + deepstack[i].to(x.dtype)
+                x = _add_deepstack(x, visual_mask, deepstack[i])
         return self.head(x[:, -1:] if last_only else x, return_hidden=return_hidden)
 
     def head(self, x: Any, *, return_hidden: bool = False) -> Any:
@@ -278,11 +430,26 @@ class TextStack:
         x = token_embed
         cos, sin = self.rope(x, position_ids)
         for i, w in enumerate(self.layers):
-            q, k, v = self.pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
+            if w.qkv is not None:
+                q, k, v = self.pre_attention_fused(x, w.ln1, w.qkv, w.q_norm, w.k_norm, cos, sin)
+            else:
+                q, k, v = self.pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
             kc, vc = cache.layer(i)
             kc.index_copy_(2, slot, k)
             vc.index_copy_(2, slot, v)
-            if w.router is not None:
+            if w.router is not None and self.triton_attention:
+                from .attention_kernels import decode_attention
+
+                from .moe_kernels import router_topk
+
+                a = decode_attention(q, kc, vc, slot, length, self.scale)
+                if self.triton_router:
+                    x, h, logits = self.route_logits(a, x, w.o, w.ln2, w.router)
+                    top_w, top_i = router_topk(logits, self.top_k, normalize=self.norm_topk, dtype=h.dtype)
+                else:
+                    x, h, top_w, top_i = self.route(a, x, w.o, w.ln2, w.router)
+                x = self._moe_decode(w, x, h, top_w, top_i)
+            elif w.router is not None:
                 x, h, top_w, top_i = self.attend_route(q, kc[:, :, :length], vc[:, :, :length], valid, x, w.o, w.ln2, w.router)
                 x = self._moe_decode(w, x, h, top_w, top_i)
             else:
@@ -291,12 +458,26 @@ class TextStack:
                 x = self._mlp(w, x, decode=True)
         return self.head(x, return_hidden=return_hidden)
 
+    def compile_prefill(self) -> None:
+        """Compile the prefill's per-layer element-wise work once for every token count
+        (``dynamic=True``): the norms, rotary and residual of a ~1k-token prefill run as ~60 eager
+        ops per layer, whose launch overhead (~40 ms over 48 layers on the device) exceeded their
+        GPU time. Fused kernels round like the eager ops up to reduction order; a compile failure
+        falls back to the eager functions."""
+        import torch
+
+        self.prefill_pre_attention = _with_fallback(torch.compile(self._pre_attention, dynamic=True), self._pre_attention)
+        self.prefill_post_attention = _with_fallback(torch.compile(self._post_attention, dynamic=True), self._post_attention)
+
     def compile_decode(self) -> None:
         """Compile the per-layer functions once (shapes are the same in every layer)."""
         import torch
 
         self.pre_attention = torch.compile(self._pre_attention, dynamic=False, fullgraph=True)
+        self.pre_attention_fused = torch.compile(self._pre_attention_fused, dynamic=False, fullgraph=True)
         # One entry per attention-length bucket (static shapes; see FastOptions.graph_buckets).
         self.attend_route = torch.compile(self._attend_route, dynamic=False, fullgraph=True)
+        self.route = torch.compile(self._route, dynamic=False, fullgraph=True)
+        self.route_logits = torch.compile(self._route_logits, dynamic=False, fullgraph=True)
         self.expert_act = torch.compile(self._expert_act, dynamic=False, fullgraph=True)
         self.combine = torch.compile(self._combine, dynamic=False, fullgraph=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["expert_gemv", "triton_available"]
+__all__ = ["expert_gemv", "router_topk", "triton_available"]
 
 _KERNEL: Any = None
 
@@ -81,3 +81,51 @@ def expert_gemv(weights: Any, x: Any, expert_ids: Any, *, use_triton: bool, bloc
         BLOCK_N=block_n, BLOCK_K=block_k,
     )  # fmt: skip
     return out
+
+
+_ROUTER: Any = None
+
+
+def _router_kernel() -> Any:
+    global _ROUTER
+    if _ROUTER is not None:
+        return _ROUTER
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def router_topk(logits_ptr, w_ptr, i_ptr, E: tl.constexpr, K: tl.constexpr, KP: tl.constexpr, NORM: tl.constexpr):
+        offs = tl.arange(0, E)
+        z = tl.load(logits_ptr + offs).to(tl.float32)
+        e = tl.exp(z - tl.max(z, 0))
+        p = e / tl.sum(e, 0)
+        slots = tl.arange(0, KP)
+        picked_w = tl.zeros([KP], tl.float32)
+        picked_i = tl.zeros([KP], tl.int64)
+        for j in tl.static_range(K):
+            best = tl.max(p, 0)
+            at = tl.min(tl.where(p == best, offs, E), 0)  # the first index of the maximum
+            picked_w = tl.where(slots == j, best, picked_w)
+            picked_i = tl.where(slots == j, at.to(tl.int64), picked_i)
+            p = tl.where(offs == at, -1.0, p)
+        if NORM:
+            picked_w = picked_w / tl.sum(picked_w, 0)
+        tl.store(w_ptr + slots, picked_w.to(w_ptr.dtype.element_ty), mask=slots < K)
+        tl.store(i_ptr + slots, picked_i, mask=slots < K)
+
+    _ROUTER = router_topk
+    return _ROUTER
+
+
+def router_topk(logits: Any, top_k: int, *, normalize: bool, dtype: Any) -> tuple[Any, Any]:
+    """Softmax (float32) over one token's router logits [E] (E a power of two), the top-k experts
+    and their weights, renormalised if asked: one kernel instead of softmax + topk (a radix
+    select and a sort) + division, ~10 us per layer of a decoded token on an H200."""
+    import torch
+    import triton
+
+    experts = logits.numel()
+    weights = torch.empty(top_k, dtype=dtype, device=logits.device)
+    ids = torch.empty(top_k, dtype=torch.long, device=logits.device)
+    _router_kernel()[(1,)](logits.reshape(-1), weights, ids, E=experts, K=top_k, KP=triton.next_power_of_2(top_k), NORM=normalize)
+    return weights, ids

@@ -81,10 +81,12 @@ def find_image_spans(
 @dataclass
 class PrefixState:
     """What the KV cache holds: token ids at slots 0..n-1, their running max M-RoPE position,
-    and the images among them."""
+    each token's smallest M-RoPE position (in-place eviction fits placeholders below it), and
+    the images among them."""
 
     token_ids: list[int] = field(default_factory=list)
     position_cummax: list[int] = field(default_factory=list)
+    position_min: list[int] = field(default_factory=list)
     images: list[ImageSpan] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -93,6 +95,7 @@ class PrefixState:
     def clear(self) -> None:
         self.token_ids.clear()
         self.position_cummax.clear()
+        self.position_min.clear()
         self.images.clear()
 
     def reusable(self, new_ids: Sequence[int], new_images: Sequence[ImageSpan]) -> int:
@@ -121,14 +124,24 @@ class PrefixState:
     def truncate(self, k: int) -> None:
         del self.token_ids[k:]
         del self.position_cummax[k:]
+        del self.position_min[k:]
         self.images = [span for span in self.images if span.end <= k]
 
-    def append(self, token_ids: Sequence[int], position_max: Sequence[int], images: Sequence[ImageSpan] = ()) -> None:
+    def append(
+        self,
+        token_ids: Sequence[int],
+        position_max: Sequence[int],
+        images: Sequence[ImageSpan] = (),
+        position_min: Sequence[int] | None = None,
+    ) -> None:
+        """Tokens appended after the last slot; ``position_min`` defaults to ``position_max``
+        (text tokens have one position on all three M-RoPE axes)."""
         running = self.position_cummax[-1] if self.position_cummax else -1
         for token, pos in zip(token_ids, position_max):
             running = max(running, int(pos))
             self.token_ids.append(int(token))
             self.position_cummax.append(running)
+        self.position_min.extend(int(p) for p in (position_max if position_min is None else position_min))
         self.images.extend(images)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from ...exceptions import ModelError, UserError
 from ...models.base import GenerationSettings
+from .eviction import CacheEdit, apply_to_state, plan_cache_edit
 from .incremental_prompt import IncrementalPromptBuilder
 from .kv_cache import StaticKVCache
 from .layers import TextStack
@@ -37,6 +38,8 @@ class FastStats:
     images_encoded: int = 0
     image_cache_hits: int = 0
     graphs_captured: int = 0
+    evictions_in_place: int = 0
+    rows_kept_in_place: int = 0
     last: dict[str, float] = field(default_factory=dict)
 
 
@@ -45,6 +48,18 @@ class StepPlan:
     ids: list[int]
     spans: list[ImageSpan]
     reuse: int
+    edit: CacheEdit | None = None
+    """In-place eviction: cached rows kept past ``reuse`` (see ``eviction.py``)."""
+
+    @property
+    def cached(self) -> int:
+        """Prompt tokens in the cache once the edit (if any) is applied."""
+        return self.edit.reuse_end if self.edit is not None else self.reuse
+
+    @property
+    def to_compute(self) -> int:
+        """Prompt tokens the step computes: the tail plus any placeholders of the edit."""
+        return len(self.ids) - self.cached + (self.edit.inserted_tokens if self.edit is not None else 0)
 
 
 class FastThinker:
@@ -72,9 +87,24 @@ class FastThinker:
         cuda = self.device.type == "cuda"
         self.graphs_on = bool(self.options.cuda_graphs and cuda)
         self.compile_on = bool(self.options.compile and cuda)
+        if self.options.compile_prefill and cuda:
+            self.stack.compile_prefill()
         from .moe_kernels import triton_available
 
         self.stack.use_triton = self.options.decode_experts == "triton" and triton_available(self.device)
+        if self.options.decode_attention == "triton" and triton_available(self.device):
+            from .attention_kernels import decode_attention_supported
+
+            experts = int(getattr(thinker.config.text_config, "num_experts", 0) or 0)
+            router_ok = experts > 0 and experts & (experts - 1) == 0  # router_topk's tile
+            self.stack.triton_attention = decode_attention_supported(self.stack.head_dim)
+            self.stack.triton_router = router_ok and self.options.decode_router == "triton"
+        if self.options.fuse_qkv:
+            self.stack.fuse_qkv()
+        if self.options.prefill_experts == "grouped":
+            from .moe_prefill import grouped_gemm_available
+
+            self.stack.prefill_experts = "grouped" if grouped_gemm_available(self.device) else "reference"
         self.state = PrefixState()
         self.images = ImageEmbeddingCache(self.options.image_cache_entries)
         self.stats = FastStats()
@@ -83,8 +113,9 @@ class FastThinker:
             from .image_preprocess import install_image_cache
 
             visual_dtype = next(self.inner.visual.parameters()).dtype
+            on_device = self.device if (self.options.preprocess_on_device and cuda) else None
             self.preprocess_cache = install_image_cache(
-                processor, capacity=self.options.image_cache_entries, dtype=visual_dtype
+                processor, capacity=self.options.image_cache_entries, dtype=visual_dtype, device=on_device
             )
         self.prompts: IncrementalPromptBuilder | None = None
         if self.preprocess_cache is not None and self.options.incremental_prompt:
@@ -111,9 +142,16 @@ class FastThinker:
             return "batch size > 1"
         return None
 
-    def reset(self) -> None:
-        """Forget the cached transcript (the next call prefills everything)."""
+    def reset(self, *, forget_images: bool = False) -> None:
+        """Forget the cached transcript (the next call prefills everything); with
+        ``forget_images`` also the encoded and preprocessed images (a benchmark's cold start)."""
         self.state.clear()
+        if forget_images:
+            self.images.clear()
+            if self.preprocess_cache is not None:
+                self.preprocess_cache.clear()
+            if self.prompts is not None:
+                self.prompts.clear()
 
     def _ensure_cache(self) -> StaticKVCache:
         if self.cache is None:
@@ -132,8 +170,7 @@ class FastThinker:
     def plan(self, inputs: Any) -> StepPlan:
         layout = self.prompts.layout_for(inputs) if self.prompts is not None else None
         if layout is not None:  # prepared incrementally: ids and image spans already known
-            reuse = self.state.reusable(layout.ids, layout.spans) if self.options.prefix_reuse else 0
-            return StepPlan(ids=layout.ids, spans=layout.spans, reuse=reuse)
+            return self._plan(layout.ids, list(layout.spans))
         ids = inputs["input_ids"][0].tolist()
         keys = None
         last = self.preprocess_cache.last_keys if self.preprocess_cache is not None else None
@@ -147,8 +184,35 @@ class FastThinker:
             merge=self.merge,
             keys=keys,
         )
-        reuse = self.state.reusable(ids, spans) if self.options.prefix_reuse else 0
-        return StepPlan(ids=ids, spans=spans, reuse=reuse)
+        return self._plan(ids, spans)
+
+    def _plan(self, ids: list[int], spans: list[ImageSpan]) -> StepPlan:
+        if not self.options.prefix_reuse:
+            return StepPlan(ids=ids, spans=spans, reuse=0)
+        reuse = self.state.reusable(ids, spans)
+        edit = None
+        if self.options.eviction == "in_place" and reuse < len(self.state):
+            edit = plan_cache_edit(self.state, ids, spans, reuse=reuse)
+        return StepPlan(ids=ids, spans=spans, reuse=reuse, edit=edit)
+
+    def _apply_edit(self, plan: StepPlan, edit: CacheEdit) -> tuple[list[int], list[int], list[int]]:
+        """Move the kept rows to their new slots and describe the result in ``self.state``.
+        Returns the placeholders still to compute (token ids, slots, positions): they run in the
+        same forward as the step's tail (a second forward would cost a prefill's launch overhead)."""
+        import torch
+
+        cache = self._ensure_cache()
+        moved = [b for b in edit.blocks if b.src != b.dst]
+        if moved:
+            src = torch.cat([torch.arange(b.src, b.src + b.length) for b in moved]).to(self.device)
+            dst = torch.cat([torch.arange(b.dst, b.dst + b.length) for b in moved]).to(self.device)
+            cache.move_rows(src, dst)
+        slots = [i for ins in edit.inserts for i in range(ins.start, ins.end)]
+        positions = [ins.position + j for ins in edit.inserts for j in range(ins.end - ins.start)]
+        apply_to_state(self.state, edit, plan.ids, plan.spans)
+        self.stats.evictions_in_place += 1
+        self.stats.rows_kept_in_place += edit.kept_tokens - edit.truncate_reuse
+        return [plan.ids[i] for i in slots], slots, positions
 
     def positions(self, new_ids: Sequence[int], new_spans: Sequence[ImageSpan], offset: int) -> Any:
         """M-RoPE positions [3, 1, n] of an appended segment, computed for its tokens only."""
@@ -202,33 +266,48 @@ class FastThinker:
         import torch
 
         cache = self._ensure_cache()
-        k = plan.reuse
+        timings: dict[str, float] = {}
+        head_ids: list[int] = []
+        head_slots: list[int] = []
+        head_pos: list[int] = []
+        if plan.edit is not None:
+            t_edit = time.perf_counter()
+            head_ids, head_slots, head_pos = self._apply_edit(plan, plan.edit)
+            timings["evict_in_place"] = time.perf_counter() - t_edit
+        k = plan.cached
         new_ids = plan.ids[k:]
         new_spans = [s for s in plan.spans if s.start >= k]
         offset = self.state.next_position(k)
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         vision = self._vision(inputs, new_spans)
         self._sync()
         timings["vision"] = time.perf_counter() - t0
-        ids_t = torch.tensor([new_ids], dtype=torch.long, device=self.device)
+        r = len(head_ids)
+        ids_t = torch.tensor([head_ids + new_ids], dtype=torch.long, device=self.device)
         x = self.stack.model.embed_tokens(ids_t)
         visual_mask = None
         deepstack = None
         if vision is not None:
             embeds, deepstack = vision
-            visual_mask = ids_t[0] == self.image_token_id
-            x = x.clone()
-            x[0, visual_mask] = embeds.to(x.dtype)
+            at = [r + i for i, t in enumerate(new_ids) if t == self.image_token_id]  # host: no GPU sync
+            visual_mask = torch.tensor(at, dtype=torch.long).to(self.device, non_blocking=True)
+            x = x.index_copy(1, visual_mask, embeds.to(x.dtype).unsqueeze(0))
         pos = self.positions(new_ids, new_spans, offset)
+        pos_all = pos
+        slots_t = None
+        if r:  # in-place eviction: placeholders at their scattered slots, then the tail
+            pos_all = torch.cat([torch.tensor(head_pos, dtype=torch.long).view(1, 1, -1).expand(3, 1, -1), pos], dim=2)
+            slots_t = torch.tensor(head_slots, dtype=torch.long).to(self.device, non_blocking=True)
         t1 = time.perf_counter()
-        logits = self.stack.forward(x, pos.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack)
+        logits = self.stack.forward(
+            x, pos_all.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack, head_slots=slots_t
+        )
         self._sync()
         timings["prefill_forward"] = time.perf_counter() - t1
         self.state.truncate(k)
-        self.state.append(new_ids, pos.amax(dim=0)[0].tolist(), new_spans)
+        self.state.append(new_ids, pos.amax(dim=0)[0].tolist(), new_spans, pos.amin(dim=0)[0].tolist())
         self.stats.reused_tokens += k
-        self.stats.prefilled_tokens += len(new_ids)
+        self.stats.prefilled_tokens += plan.to_compute
         self.stats.prompt_tokens += len(plan.ids)
         return logits[0, -1].float(), timings
 
@@ -376,8 +455,8 @@ class FastThinker:
                 "prefill": first_at - t0,
                 "decode": end - first_at,
                 "generate": end - t0,
-                "reused_tokens": float(plan.reuse),
-                "prefilled_tokens": float(len(plan.ids) - plan.reuse),
+                "reused_tokens": float(plan.cached),
+                "prefilled_tokens": float(plan.to_compute),
             }
         )
         if len(generated) > 1:
