@@ -35,6 +35,7 @@ from .policy import DefaultPolicy, allow_all, deny_all
 from .registry import ToolRegistry
 from .replay import replay
 from .tool import Tool, ToolContext, ToolOutput, tool
+from .toolkit import Toolkit
 from .trajectory import load_trajectory
 from .validation import validate_call
 
@@ -71,6 +72,7 @@ __all__ = [
     "ToolOutput",
     "ToolRegistry",
     "ToolResult",
+    "Toolkit",
     "TrajectoryError",
     "UserError",
     "UserMessage",
