@@ -42,7 +42,7 @@ def _tool_messages(model: ScriptedModel) -> list[ToolMessage]:
 
 
 def _results(model: ScriptedModel) -> list[tuple[str, bool, list]]:
-    return [(r.name, r.is_error, r.content) for m in _tool_messages(model) for r in m.results]
+    return [(m.result.name, m.result.is_error, m.result.content) for m in _tool_messages(model)]
 
 
 def _text(content: list) -> str:
@@ -162,14 +162,11 @@ def test_text_image_structured_and_error_results_through_the_loop(demo: McpTools
     assert "a" in _text(got[4][2]) and "integer" in _text(got[4][2])  # our validator refused it first
 
 
-def test_results_are_untrusted_unless_the_server_is_trusted(demo: McpToolset) -> None:
-    echo = demo.tools()[0]
-    out = asyncio.run(echo.call({"text": "x"}))
-    assert out.untrusted
-    assert DefaultPolicy().decide  # the loop marks the run untrusted after such a call:
-    model = ScriptedModel([tool_call(echo.name, text="x"), "ok"])
+def test_results_are_untrusted_unless_the_server_is_trusted(demo: McpToolset, tmp_path: Path) -> None:
     from omni_agent.tools.shell import shell_tools
 
+    echo = demo.tools()[0]
+    assert asyncio.run(echo.call({"text": "x"})).untrusted
     seen: list[PolicyState] = []
 
     class Recording(DefaultPolicy):
@@ -178,9 +175,9 @@ def test_results_are_untrusted_unless_the_server_is_trusted(demo: McpToolset) ->
             return super().decide(call, tool, state)
 
     model = ScriptedModel([tool_call(echo.name, text="x"), tool_call("shell", command="echo hi"), "ok"])
-    Agent(model, [*demo.tools(), *shell_tools(workspace=Path.cwd())], policy=Recording()).run("x")
+    Agent(model, [*demo.tools(), *shell_tools(workspace=tmp_path)], policy=Recording()).run("x")
     assert [s.untrusted_content_seen for s in seen] == [False, True]
-    assert "denied by policy" in _text(_results(model)[1][2])
+    assert "denied by policy" in _text(_results(model)[1][2])  # shell after MCP content asks: no
 
 
 def test_a_crash_mid_call_is_an_error_then_the_server_restarts(demo: McpToolset) -> None:
@@ -227,31 +224,23 @@ def test_tools_list_changed_reaches_a_running_agent() -> None:
     async def run() -> tuple[ScriptedModel, McpToolset]:
         async with mcp_tools(STDIO, name="live") as toolset:
             assert "live__shout" not in [t.name for t in toolset]
-            model = ScriptedModel([tool_call("live__grow"), tool_call("live__shout", text="hey"), "done"])
 
-            async def grow_then_wait(request):  # noqa: ANN001, ANN202 - the scripted model's hook
-                return None
+            def shout_once_listed(request: object) -> str:
+                # The change arrives as a notification beside grow's result; the scripted model
+                # (sync, in the run's thread) waits for it the way a slow model turn would.
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not any(t.remote_name == "shout" for t in toolset):
+                    time.sleep(0.02)
+                return tool_call("live__shout", text="hey")
 
-            agent = Agent(model, [toolset])
-            # the notification arrives right after grow's result; give it a moment before step 2
-            original = toolset.call
-
-            async def call_and_settle(remote: str, arguments: dict) -> ToolOutput:
-                out = await original(remote, arguments)
-                for _ in range(50):
-                    if remote != "grow" or any(t.remote_name == "shout" for t in toolset):
-                        break
-                    await asyncio.sleep(0.05)
-                return out
-
-            toolset.call = call_and_settle  # type: ignore[method-assign]
-            await agent.arun("grow")
+            model = ScriptedModel([tool_call("live__grow"), shout_once_listed, "done"])
+            await Agent(model, [toolset]).arun("grow")
             return model, toolset
 
     model, toolset = asyncio.run(run())
     (_, e1, _), (_, e2, shouted) = _results(model)
     assert not e1 and not e2 and _text(shouted) == "HEY!"
-    assert any(t["function"]["name"] == "live__shout" for t in model.requests[1].tools)
+    assert any(t["function"]["name"] == "live__shout" for t in model.requests[2].tools)
     assert not toolset.connected  # the async with closed it
 
 

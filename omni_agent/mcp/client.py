@@ -180,10 +180,10 @@ class McpToolset:
         from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
         label = f"{self.name}{_SEPARATOR}{remote_name}"
-        if self._client is None and remote_name not in self._schemas and self._schemas:
-            return ToolOutput.error(f"{label} is no longer offered by the MCP server {self.name}")
         try:
             client = await self._ensure_connected()
+            if remote_name not in self._schemas:
+                return ToolOutput.error(f"{label} is no longer offered by the MCP server {self.name}")
             result = await client.call_tool(remote_name, arguments, read_timeout_seconds=self.spec.timeout_s)
         except ToolExecutionError as exc:
             return ToolOutput.error(exc.message)

@@ -55,10 +55,11 @@ def parse_server_spec(text: str, **options: object) -> McpServerSpec:
     raw = text.strip()
     if raw.startswith("mcp:"):
         raw = raw[4:]
-    name = None
+    options = dict(options)
+    name = options.pop("name", None)
     named = _NAME_RE.match(raw)
     if named and not raw.startswith(("http://", "https://")):
-        name, raw = named.group(1), named.group(2)
+        name, raw = name or named.group(1), named.group(2)
     if raw.startswith("stdio:"):
         try:
             command = shlex.split(raw[len("stdio:") :])

@@ -16,8 +16,9 @@ import sys
 import time
 
 from mcp.server.mcpserver import Context, Image, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
-server = MCPServer("demo")
+server = MCPServer("demo", log_level="CRITICAL")  # tracebacks of the failing tools stay quiet
 
 
 @server.tool()
@@ -44,8 +45,8 @@ def swatch(red: int, green: int, blue: int) -> Image:
 
 @server.tool()
 def fail(reason: str) -> str:
-    """Always fails."""
-    raise ValueError(f"cannot do that: {reason}")
+    """Always fails (a ToolError: the SDK hides other exceptions' messages)."""
+    raise ToolError(f"cannot do that: {reason}")
 
 
 @server.tool()
@@ -76,7 +77,9 @@ async def grow(ctx: Context) -> str:
         return text.upper() + "!"
 
     server.add_tool(shout)
-    await ctx.notify_tools_changed()
+    await ctx.notify_tools_changed()  # 2026-07-28 clients: a subscriptions/listen event
+    if (ctx.protocol_version or "") < "2026-07-28":  # older clients: the list_changed notification
+        await ctx.request_context.session.send_tool_list_changed()
     return "added shout"
 
 
