@@ -15,7 +15,9 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
+from omni_agent import tool
 from omni_agent.mcp.server import ToolServer
+from omni_agent.tool import ToolOutput
 from omni_agent.tools.files import file_tools
 from omni_agent.tools.shell import shell_tools
 
@@ -75,9 +77,6 @@ def test_ask_becomes_an_elicitation_the_client_can_approve(shell_workspace: Path
 
 def test_in_process_server_keeps_policy_state_across_calls(shell_workspace: Path) -> None:
     """Untrusted content makes later shell calls ask (here: denied), as in a run."""
-    from omni_agent import tool
-    from omni_agent.tool import ToolOutput
-
     @tool(reads_untrusted=True)
     def fetch() -> ToolOutput:
         """Pretend to read a web page."""
