@@ -220,9 +220,10 @@ def test_a_malformed_schema_leaves_that_tool_out_with_a_clear_message() -> None:
         toolset.close()
 
 
-def test_tools_list_changed_reaches_a_running_agent() -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # a subscriptions/listen event; a list_changed notification
+def test_tools_list_changed_reaches_a_running_agent(mode: str) -> None:
     async def run() -> tuple[ScriptedModel, McpToolset]:
-        async with mcp_tools(STDIO, name="live") as toolset:
+        async with mcp_tools(parse_server_spec(STDIO, name="live", mode=mode)) as toolset:
             assert "live__shout" not in [t.name for t in toolset]
 
             def shout_once_listed(request: object) -> str:

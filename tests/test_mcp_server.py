@@ -62,12 +62,13 @@ def test_stdio_server_lists_validates_runs_and_denies(shell_workspace: Path) -> 
     assert out["danger"].is_error and "denied by policy" in _text(out["danger"])  # no elicitation: denied
 
 
-def test_ask_becomes_an_elicitation_the_client_can_approve(shell_workspace: Path) -> None:
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # InputRequiredResult (2026-07-28); elicitation/create
+def test_ask_becomes_an_elicitation_the_client_can_approve(shell_workspace: Path, mode: str) -> None:
     (shell_workspace / "junk").mkdir()
     (shell_workspace / "junk" / "f").write_text("x")
 
     async def session() -> Any:
-        async with Client(_server_params(shell_workspace, "shell"), elicitation_callback=_approve) as client:
+        async with Client(_server_params(shell_workspace, "shell"), elicitation_callback=_approve, mode=mode) as client:
             return await client.call_tool("shell", {"command": f"rm -rf {shell_workspace}/junk /tmp/omni-agent-mcp-test-nothing"})
 
     result = asyncio.run(session())

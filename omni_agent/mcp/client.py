@@ -134,7 +134,7 @@ class McpToolset:
         from mcp import Client
 
         try:
-            async with Client(self._target(), message_handler=self._on_message) as client:
+            async with Client(self._target(), message_handler=self._on_message, mode=self.spec.mode) as client:
                 await self._relist(client)
                 self._client = client
                 ready.set_result(None)

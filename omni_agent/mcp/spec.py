@@ -44,6 +44,9 @@ class McpServerSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     """stdio: extra environment variables (the SDK passes only HOME, PATH, USER... by default)."""
     cwd: str | None = None
+    mode: Literal["auto", "legacy"] = "auto"
+    """Protocol negotiation: "auto" (2026-07-28 when the server speaks it, else the initialize
+    handshake) or "legacy" (always the handshake)."""
 
     def label(self) -> str:
         return " ".join(self.command) if self.transport == "stdio" else f"{self.url}"
