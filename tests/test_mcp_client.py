@@ -286,3 +286,28 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
         load_toolsets(f"mcp:http://127.0.0.1:{port}/mcp", options={})
     with pytest.raises(UserError, match="cannot connect to MCP server"):
         load_toolsets(f"mcp:stdio:{sys.executable} -c 'import sys; sys.exit(2)'")
+
+
+def test_a_task_file_mounts_an_mcp_server(tmp_path: Path) -> None:
+    import json
+
+    from omni_agent.eval.loading import load_suite
+    from omni_agent.eval.runner import run_suite
+
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "mcp-echo.yaml").write_text(
+        "id: mcp-echo\n"
+        "instruction: Ask the demo server to add 2 and 3.\n"
+        f"tools: ['mcp:demo=stdio:{sys.executable} {DEMO}']\n"
+        "reference:\n"
+        "  - calls: [{name: demo__add, arguments: {a: 2, b: 3}}]\n"
+        "  - answer: '5'\n"
+        "checks:\n"
+        "  - {type: tool_calls, expected: [{name: demo__add, arguments: {a: [2], b: [3]}}]}\n"
+        "  - {type: answer, equals: '5'}\n"
+    )
+    summary = run_suite(load_suite(suite), model="reference", out=tmp_path / "run", workers=1, progress=False, report=False)
+    (result,) = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert result["status"] == "passed", result
+    assert summary is not None
