@@ -76,6 +76,15 @@ def test_ask_becomes_an_elicitation_the_client_can_approve(shell_workspace: Path
     assert not (shell_workspace / "junk").exists()
 
 
+def test_sandbox_option_runs_served_shell_commands_in_bubblewrap(shell_workspace: Path) -> None:
+    async def session() -> Any:
+        async with Client(_server_params(shell_workspace, "shell", "--sandbox", "bubblewrap")) as client:
+            return await client.call_tool("shell", {"command": "grep CapEff /proc/self/status"})
+
+    result = asyncio.run(session())
+    assert "CapEff:\t0000000000000000" in _text(result)  # every capability dropped (we run as root here)
+
+
 def test_in_process_server_keeps_policy_state_across_calls(shell_workspace: Path) -> None:
     """Untrusted content makes later shell calls ask (here: denied), as in a run."""
     @tool(reads_untrusted=True)
