@@ -2,6 +2,7 @@
 
 The same ``echo`` tool three ways, each as the agent loop calls it (``await tool.call(args)``):
   direct  our own @tool function in this process;
+  sdk     the SDK's own client calling the stdio demo server, no omni-agent code (for reference);
   stdio   the demo server (tests/apps/mcp_demo_server.py, the SDK's MCPServer) as a subprocess;
   http    the same server over streamable HTTP on 127.0.0.1.
 Overhead = median(MCP call) - median(direct call). Target: <= 3 ms over stdio on the 2-core
@@ -49,6 +50,21 @@ async def _time_calls(tool: Any, iterations: int) -> list[float]:
     return times
 
 
+async def _time_sdk_calls(iterations: int) -> list[float]:
+    """The SDK's own client in the caller's loop (no omni-agent code): what MCP itself costs."""
+    from mcp import Client, StdioServerParameters
+
+    async with Client(StdioServerParameters(command=sys.executable, args=[str(DEMO)])) as client:
+        for _ in range(20):
+            await client.call_tool("echo", {"text": "warm"})
+        times = []
+        for i in range(iterations):
+            t = time.perf_counter()
+            await client.call_tool("echo", {"text": f"ping {i}"})
+            times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
 def _wait_http(port: int, proc: subprocess.Popen[bytes]) -> None:
     import httpx
 
@@ -76,6 +92,7 @@ def main() -> None:
         return f"echo: {text}"
 
     results: dict[str, list[float]] = {"direct": asyncio.run(_time_calls(echo, args.iterations))}
+    results["sdk"] = asyncio.run(_time_sdk_calls(args.iterations))
 
     stdio = connect_toolset(f"stdio:{sys.executable} {DEMO}")
     results["stdio"] = asyncio.run(_time_calls(stdio.tools()[0], args.iterations))
