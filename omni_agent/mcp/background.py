@@ -13,7 +13,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundLoop", "background_loop"]
+__all__ = ["BackgroundLoop", "CallerLoop", "background_loop"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,30 @@ class BackgroundLoop:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"no answer within {timeout:g} s") from None
+
+
+class CallerLoop:
+    """The loop of an ``async with mcp_tools(...)`` block: calls from that loop run inline, with
+    no thread hop (the per-call cost that matters most); other loops cannot use the session."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def in_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if not self.in_loop():
+            coro.close()
+            raise RuntimeError("this MCP session belongs to the event loop of its `async with mcp_tools(...)` block")
+        return await coro
+
+    def run_sync(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        coro.close()
+        raise RuntimeError("an `async with mcp_tools(...)` session is asynchronous: await it")
 
 
 _LOCK = threading.Lock()

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..exceptions import ToolDefinitionError, ToolExecutionError, UserError, require
 from ..tool import TOOL_NAME_RE, Tool, ToolOutput
-from .background import background_loop
+from .background import BackgroundLoop, CallerLoop, background_loop
 from .results import from_mcp_result
 from .spec import McpServerSpec, parse_server_spec
 
@@ -53,7 +53,7 @@ class McpToolset:
     """The tools of one MCP server, kept in step with the server. A dynamic tool group:
     ``tools()`` is the current list and ``tools_version`` grows when it changes."""
 
-    def __init__(self, spec: McpServerSpec) -> None:
+    def __init__(self, spec: McpServerSpec, *, loop: BackgroundLoop | CallerLoop | None = None) -> None:
         require("mcp", "mcp")
         self.spec = spec
         self.tools_version = 0
@@ -65,7 +65,7 @@ class McpToolset:
         self._holder: asyncio.Task[None] | None = None
         self._closed: asyncio.Event | None = None
         self._connect_lock: asyncio.Lock | None = None
-        self._loop = background_loop()
+        self._loop = loop or background_loop()
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -390,12 +390,13 @@ async def mcp_tools(
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[McpToolset]:
     """Connect to an MCP server for the ``async with`` block and yield its toolset (an iterable
-    of tools and a tool group: ``Agent(model, tools=[toolset])`` follows tool-list changes)."""
+    of tools and a tool group: ``Agent(model, tools=[toolset])`` follows tool-list changes).
+    The session lives in the block's own event loop: no thread hop per call."""
     options: dict[str, Any] = {"trusted": trusted, "timeout_s": timeout_s, "env": env or {}}
     if name:
         options["name"] = name
     spec = server if isinstance(server, McpServerSpec) else parse_server_spec(server, **options)
-    toolset = McpToolset(spec)
+    toolset = McpToolset(spec, loop=CallerLoop(asyncio.get_running_loop()))
     try:
         await toolset.start()
     except ToolExecutionError as exc:
