@@ -311,3 +311,15 @@ def test_a_task_file_mounts_an_mcp_server(tmp_path: Path) -> None:
     (result,) = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert result["status"] == "passed", result
     assert summary is not None
+
+
+def test_a_run_closes_the_connection_and_the_next_run_reconnects() -> None:
+    (first, *_) = load_toolsets(f"mcp:again={STDIO}")
+    toolset = first.source
+    try:
+        for _ in range(2):
+            model = ScriptedModel([tool_call("again__echo", text="x"), "done"])
+            assert Agent(model, toolset.tools()).run("x").answer == "done"
+            assert not _results(model)[0][1] and not toolset.connected  # closed with the run
+    finally:
+        toolset.close()

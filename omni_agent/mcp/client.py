@@ -14,7 +14,9 @@ What happens to a server's answers:
 - a call that outlives ``timeout_s`` or a server that crashes gives the model a clear error;
   the connection is then restarted (a new process for stdio) on the next call;
 - ``tools/list_changed`` (or a 2026 ``subscriptions/listen`` event) re-lists the tools; the
-  registry of a running agent swaps them in before the next model turn.
+  registry of a running agent swaps them in before the next model turn;
+- a run closes the connections its calls used when it ends (like the browser session); the next
+  call, in this run or a later one, connects again.
 
 The session lives in one background event loop (:mod:`omni_agent.mcp.background`), so tools
 loaded synchronously keep working across ``Agent.run()`` calls, each in its own loop.
@@ -32,7 +34,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..exceptions import ToolDefinitionError, ToolExecutionError, UserError, require
-from ..tool import TOOL_NAME_RE, Tool, ToolOutput
+from ..tool import TOOL_NAME_RE, Tool, ToolContext, ToolOutput
 from .background import BackgroundLoop, CallerLoop, background_loop
 from .results import from_mcp_result
 from .spec import McpServerSpec, parse_server_spec
@@ -269,11 +271,12 @@ class McpToolset:
             raise ToolDefinitionError(f"its input schema must be a JSON object schema, got {str(schema)[:120]}")
         annotations = getattr(remote, "annotations", None)
         destructive = bool(annotations and annotations.destructive_hint and not annotations.read_only_hint)
-        call = self.call
         remote_name = remote.name
 
-        async def call_remote(**arguments: Any) -> ToolOutput:
-            return await call(remote_name, arguments)
+        async def call_remote(_omni_context: ToolContext, **arguments: Any) -> ToolOutput:
+            if isinstance(self._loop, BackgroundLoop):  # closed when the run ends, reopened on the next call
+                _omni_context.state.setdefault(f"omni_agent.mcp:{id(self)}", self)
+            return await self.call(remote_name, arguments)
 
         description = (remote.description or remote.name).strip()
         tool = McpTool(
@@ -281,6 +284,7 @@ class McpToolset:
             description=f"{description}\n(MCP server {self.name}, tool {remote.name})",
             parameters=dict(schema, type="object"),
             fn=call_remote,
+            context_param="_omni_context",
             timeout=self.spec.timeout_s + 10,  # our own timeout answers first, then restarts the server
             risk="dangerous" if destructive else "safe",
             kind="mcp",
