@@ -248,11 +248,9 @@ def test_tools_list_changed_reaches_a_running_agent(mode: str) -> None:
 # -- streamable HTTP ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def http_demo() -> str:
+def _start_demo(transport: str) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(DEMO), "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/mcp"
+    proc = subprocess.Popen([sys.executable, str(DEMO), f"--{transport}", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -260,9 +258,29 @@ def http_demo() -> str:
             break
         except httpx.HTTPError:
             time.sleep(0.1)
-    yield url
+    return proc, port
+
+
+@pytest.fixture
+def http_demo() -> str:
+    proc, port = _start_demo("http")
+    yield f"http://127.0.0.1:{port}/mcp"
     proc.terminate()
     proc.wait(10)
+
+
+def test_an_sse_server_still_works() -> None:
+    proc, port = _start_demo("sse")
+    try:
+        (echo, *_) = load_toolsets(f"mcp:old=sse:http://127.0.0.1:{port}/sse")
+        try:
+            out = asyncio.run(echo.call({"text": "via sse"}))
+            assert echo.name == "old__echo" and not out.is_error and out.text == "echo: via sse"
+        finally:
+            echo.source.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_streamable_http_server_through_the_loop(http_demo: str) -> None:

@@ -2,6 +2,7 @@
 
     python tests/apps/mcp_demo_server.py                 # stdio
     python tests/apps/mcp_demo_server.py --http PORT     # streamable HTTP on 127.0.0.1:PORT/mcp
+    python tests/apps/mcp_demo_server.py --sse PORT      # the older SSE transport on 127.0.0.1:PORT/sse
     ... --bad-schema                                     # also lists a tool with a broken schema
 
 Tools: echo (text), add (structured), swatch (an image), fail (a tool error), crash (the process
@@ -99,5 +100,8 @@ if __name__ == "__main__":
     if "--http" in sys.argv:
         port = int(sys.argv[sys.argv.index("--http") + 1])
         server.run("streamable-http", host="127.0.0.1", port=port)
+    elif "--sse" in sys.argv:
+        port = int(sys.argv[sys.argv.index("--sse") + 1])
+        server.run("sse", host="127.0.0.1", port=port)
     else:
         server.run()
