@@ -40,7 +40,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 # ------------------------------------------------------------------------------------------
 # tools
 # ------------------------------------------------------------------------------------------
-TOOLS_HELP = "Comma-separated toolsets: shell, files, browser, desktop, or module:attr / file.py"
+TOOLS_HELP = "Comma-separated toolsets: shell, files, browser, desktop, mcp:stdio:CMD / mcp:URL, or module:attr / file.py"
 
 
 @app.command("tools")

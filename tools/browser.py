@@ -1,7 +1,8 @@
 """Browser tools: Playwright driving Chromium, as a small set of focused tools.
 
-``browser_tools(config)`` returns tools that share one :class:`BrowserSession` (launched on first
-use): ``browser_goto``, ``browser_navigate`` (back / forward / reload), ``browser_click``,
+``browser_tools(config)`` returns the tools of a :class:`BrowserKit` (a
+:class:`~omni_agent.toolkit.Toolkit`: one method per action), which share one
+:class:`BrowserSession` (launched on first use): ``browser_goto``, ``browser_navigate`` (back / forward / reload), ``browser_click``,
 ``browser_fill``, ``browser_type``, ``browser_press``, ``browser_scroll``, ``browser_select``,
 ``browser_hover``, ``browser_wait``, ``browser_tabs``, ``browser_screenshot``, ``browser_read``
 (page text or accessibility snapshot), ``browser_upload``, ``browser_download``, and with
