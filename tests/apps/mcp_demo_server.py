@@ -23,8 +23,9 @@ server = MCPServer("demo", log_level="CRITICAL")  # tracebacks of the failing to
 
 
 @server.tool()
-def echo(text: str) -> str:
-    """Repeat the text."""
+async def echo(text: str) -> str:
+    """Repeat the text (async: the SDK runs sync tools in a worker thread, a cost bench_mcp.py
+    should not count)."""
     return f"echo: {text}"
 
 
