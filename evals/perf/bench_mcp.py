@@ -1,6 +1,6 @@
 """Per-call overhead of MCP tools: stdio and streamable HTTP against a direct call.
 
-The same ``echo`` tool three ways, each as the agent loop calls it (``await tool.call(args)``):
+The same ``echo`` tool five ways, each (but sdk) as the agent loop calls it (``await tool.call(args)``):
   direct  our own @tool function in this process;
   sdk     the SDK's own client calling the stdio demo server, no omni-agent code (for reference);
   stdio   the demo server (tests/apps/mcp_demo_server.py, the SDK's MCPServer) as a subprocess,
