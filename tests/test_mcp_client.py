@@ -194,10 +194,10 @@ def test_a_hang_past_the_timeout_is_an_error_then_the_server_restarts() -> None:
     (first, *_) = load_toolsets(f"mcp:slow={STDIO}", options={"mcp_timeout_s": 1.5})
     toolset = first.source
     try:
-        model = ScriptedModel([tool_call("slow__hang", seconds=30), tool_call("slow__echo", text="back"), "done"])
+        model = ScriptedModel([tool_call("slow__hang", seconds=300), tool_call("slow__echo", text="back"), "done"])
         t = time.monotonic()
         Agent(model, toolset.tools()).run("hang")
-        assert time.monotonic() - t < 20
+        assert time.monotonic() - t < 120  # gave up on the 300 s call, restarted the server, called again
         (_, e1, hung), (_, e2, back) = _results(model)
         assert e1 and "did not answer within 1.5 s" in _text(hung) and "restarted" in _text(hung)
         assert not e2 and _text(back) == "echo: back"
@@ -229,7 +229,7 @@ def test_tools_list_changed_reaches_a_running_agent(mode: str) -> None:
             def shout_once_listed(request: object) -> str:
                 # The change arrives as a notification beside grow's result; the scripted model
                 # (sync, in the run's thread) waits for it the way a slow model turn would.
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + 30
                 while time.monotonic() < deadline and not any(t.remote_name == "shout" for t in toolset):
                     time.sleep(0.02)
                 return tool_call("live__shout", text="hey")
