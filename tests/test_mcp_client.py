@@ -341,3 +341,16 @@ def test_a_run_closes_the_connection_and_the_next_run_reconnects() -> None:
             assert not _results(model)[0][1] and not toolset.connected  # closed with the run
     finally:
         toolset.close()
+
+
+def test_the_tools_command_lists_an_mcp_servers_tools() -> None:
+    from typer.testing import CliRunner
+
+    from omni_agent.cli import app
+
+    result = CliRunner().invoke(app, ["tools", "--tools", f"files,mcp:demo={STDIO}", "--json"])
+    assert result.exit_code == 0, result.output
+    names = [s["function"]["name"] for s in __import__("json").loads(result.output)]
+    assert "file_view" in names and "demo__echo" in names and "demo__swatch" in names
+    bad = CliRunner().invoke(app, ["tools", "--tools", "mcp:ftp://nowhere"])
+    assert bad.exit_code != 0 and "unknown MCP server" in str(bad.exception or bad.output)

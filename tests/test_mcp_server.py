@@ -151,3 +151,24 @@ def test_http_server_sends_a_browser_screenshot_as_image_content(http_server: st
     with Image.open(io.BytesIO(base64.b64decode(image.data))) as im:
         assert im.size[0] >= 300 and im.size[1] >= 200
     assert "Screenshot of the viewport" in _text(shot)
+
+
+def test_desktop_actions_come_back_with_a_screenshot_as_image_content(virtual_display: Any, shell_workspace: Path) -> None:
+    from omni_agent.tools.desktop import DesktopConfig, desktop_tools
+
+    server = ToolServer(desktop_tools(DesktopConfig(display=virtual_display.display, settle_s=0)), workspace=shell_workspace)
+
+    async def session() -> tuple[list[Any], Any, Any]:
+        async with Client(server.mcp) as client:
+            listed = (await client.list_tools()).tools
+            moved = await client.call_tool("computer_use", {"action": "mouse_move", "coordinate": [500, 500]})
+            wrong = await client.call_tool("computer_use", {"action": "fly"})
+            return listed, moved, wrong
+
+    listed, moved, wrong = asyncio.run(session())
+    (info,) = listed
+    assert info.name == "computer_use" and "mouse_move" in info.input_schema["properties"]["action"]["enum"]
+    assert not moved.is_error and "mouse_move at [500, 500]" in _text(moved)
+    (image,) = [c for c in moved.content if c.type == "image"]
+    assert image.mime_type == "image/png" and len(base64.b64decode(image.data)) > 100
+    assert wrong.is_error and "fly" in _text(wrong)  # refused by our schema check before running

@@ -28,7 +28,9 @@ import asyncio
 import atexit
 import contextlib
 import hashlib
+import os
 import re
+import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -155,9 +157,10 @@ class McpToolset:
     def _target(self) -> Any:
         spec = self.spec
         if spec.transport == "stdio":
-            from mcp import StdioServerParameters
+            from mcp import StdioServerParameters, stdio_client
 
-            return StdioServerParameters(command=spec.command[0], args=spec.command[1:], env=spec.env or None, cwd=spec.cwd)
+            params = StdioServerParameters(command=spec.command[0], args=spec.command[1:], env=spec.env or None, cwd=spec.cwd)
+            return stdio_client(params, errlog=_errlog())
         if spec.transport == "sse":
             from mcp.client.sse import sse_client
 
@@ -338,6 +341,19 @@ def _tool_name(server: str, remote: str) -> str:
     if not TOOL_NAME_RE.fullmatch(name):
         raise ToolDefinitionError(f"cannot make a valid tool name from {remote!r}")
     return name
+
+
+def _errlog() -> Any:
+    """Where the server's stderr goes: ours, or the real one when sys.stderr is not a file
+    (a notebook, a captured test runner), which a subprocess cannot write to."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (OSError, ValueError, AttributeError):
+            continue
+    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
 def _describe(exc: BaseException) -> str:
