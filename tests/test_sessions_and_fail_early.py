@@ -88,10 +88,9 @@ def test_a_desktop_controller_passed_in_stays_open(virtual_display: VirtualDispl
 
 
 def test_a_desktop_controller_the_tools_made_is_closed_when_the_run_ends(virtual_display: VirtualDisplay) -> None:
-    import inspect
-
     tools = desktop_tools(DesktopConfig(display=virtual_display.display, screenshot_after_action=False))
-    controller = inspect.getclosurevars(tools[0].preflight).nonlocals["controller"]  # the one the tools made
+    controller = tools[0].preflight.__self__  # the one the tools made
+    assert isinstance(controller, DesktopController)
     model = ScriptedModel([tool_call("computer_use", action="mouse_move", coordinate=[10, 10]), "moved"])
     assert Agent(model, tools, trajectory_dir=None).run("move the mouse").answer == "moved"
     assert controller._capture is None  # its X connections were closed with the run
