@@ -172,3 +172,14 @@ def test_desktop_actions_come_back_with_a_screenshot_as_image_content(virtual_di
     (image,) = [c for c in moved.content if c.type == "image"]
     assert image.mime_type == "image/png" and len(base64.b64decode(image.data)) > 100
     assert wrong.is_error and "fly" in _text(wrong)  # refused by our schema check before running
+
+
+def test_serving_desktop_without_a_display_stops_at_once_in_one_line(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no DISPLAY
+    proc = subprocess.run(
+        [sys.executable, "-m", "omni_agent.cli", "mcp-server", "--tools", "desktop", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line.startswith("error:") and "DISPLAY" in line

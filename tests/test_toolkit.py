@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from omni_agent import Agent, ScriptedModel, Tool, ToolContext, ToolRegistry, Toolkit, tool
-from omni_agent.exceptions import ToolDefinitionError
+from omni_agent.exceptions import ToolDefinitionError, UserError
 from omni_agent.toolsets import load_toolsets
 from tests.fixtures.core import tool_call
 
@@ -201,3 +201,47 @@ def test_the_readme_toolkit_example_runs() -> None:
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README toolkit example", "exec"), {"__name__": "readme_example"})
     assert out.getvalue() == "Noted. ['buy milk']\n"
+
+
+class _NeedsAWidget(Toolkit):
+    """A kit whose tools share one preflight check (as the browser kit's share its session's)."""
+
+    def __init__(self, plugged: bool) -> None:
+        self.plugged = plugged
+        self.checks = 0
+
+    def tool_defaults(self) -> dict[str, object]:
+        return {"preflight": self.check}
+
+    def check(self) -> None:
+        self.checks += 1
+        if not self.plugged:
+            raise UserError("the widget is unplugged: plug it in")
+
+    @tool
+    def poke(self, ctx: ToolContext, times: int) -> str:
+        """Poke the widget."""
+        return f"poked {times}x at step {ctx.step}"
+
+    @tool
+    def peek(self) -> str:
+        """Look at the widget."""
+        return "fine"
+
+
+def test_kit_tools_are_callable_like_their_methods() -> None:
+    kit = _NeedsAWidget(plugged=True)
+    poke, peek = kit.tools()
+    assert poke(times=2) == "poked 2x at step 0"  # a fresh ToolContext for the left-out context
+    assert poke(ToolContext(step=3), 1) == "poked 1x at step 3" and peek() == "fine"
+    assert _NeedsAWidget.poke(kit, ToolContext(step=4), 5) == "poked 5x at step 4"  # through the class
+
+
+def test_a_kit_preflight_stops_the_run_before_the_model_once_for_all_its_tools() -> None:
+    kit = _NeedsAWidget(plugged=False)
+    model = ScriptedModel([tool_call("peek"), "done"])
+    with pytest.raises(UserError, match="unplugged"):
+        Agent(model, [kit], trajectory_dir=None).run("look")
+    assert model.requests == [] and kit.checks == 1
+    kit.plugged = True
+    assert Agent(model, [kit], trajectory_dir=None).run("look").answer == "done"

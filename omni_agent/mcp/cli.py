@@ -40,7 +40,19 @@ def mcp_server_cmd(
         if "shell" not in names:
             raise UserError("--sandbox applies to the shell toolset: add shell to --tools")
         options["sandbox"] = sandbox
-    server = ToolServer(load_toolsets(names, workspace=workspace, options=options), workspace=workspace)
+    loaded = load_toolsets(names, workspace=workspace, options=options)
+    _preflight(loaded)
+    server = ToolServer(loaded, workspace=workspace)
     if transport == "http":
         print(f"omni-agent MCP server: http://{host}:{port}{path} ({len(server.registry)} tools)", file=sys.stderr)
     asyncio.run(server.serve(transport, host=host, port=port, path=path))
+
+
+def _preflight(tools: list[Any]) -> None:
+    """A missing display or browser stops the server at once with one clear line (as ``run``
+    does), rather than serving tools whose every call fails."""
+    checks = {id(t.preflight): t.preflight for t in tools if t.preflight is not None}
+    for check in checks.values():
+        out = check()
+        if asyncio.iscoroutine(out):
+            asyncio.run(out)
