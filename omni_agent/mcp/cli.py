@@ -26,7 +26,10 @@ def mcp_server_cmd(
     path: str = typer.Option("/mcp", "--path", help="http: endpoint path."),
     headless: bool = typer.Option(True, "--headless/--headed", help="browser: run Chromium without a window."),
 ) -> None:
-    """Serve omni-agent tools over MCP (validated calls, the default policy; "ask" = elicitation)."""
+    """Serve omni-agent tools over MCP (validated calls, the default policy; "ask" = elicitation).
+
+    Exit codes: 0 the client went away (stdio) or the server stopped; 2 bad usage or configuration
+    (a tool set that cannot load, a missing display or browser); 130 interrupted (Ctrl-C)."""
     from ..toolsets import load_toolsets, split_toolset_names
     from .server import ToolServer
 
