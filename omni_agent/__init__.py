@@ -43,6 +43,7 @@ from .policy import DefaultPolicy, allow_all, deny_all
 from .registry import ToolRegistry
 from .replay import replay
 from .tool import Tool, ToolContext, ToolOutput, tool
+from .toolkit import Toolkit
 from .toolsets import LoadedToolsets, load_toolsets, load_toolsets_with_observers
 from .trajectory import Trajectory, load_trajectory
 from .validation import validate_call
@@ -93,6 +94,7 @@ __all__ = [
     "ToolOutput",
     "ToolRegistry",
     "ToolResult",
+    "Toolkit",
     "Trajectory",
     "TrajectoryError",
     "UserError",

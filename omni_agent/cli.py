@@ -44,7 +44,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 # ------------------------------------------------------------------------------------------
 # tools
 # ------------------------------------------------------------------------------------------
-TOOLS_HELP = "Comma-separated toolsets: shell, files, browser, desktop, or module:attr / file.py"
+TOOLS_HELP = "Comma-separated toolsets: shell, files, browser, desktop, mcp:stdio:CMD / mcp:URL, or module:attr / file.py"
 
 
 @app.command("tools")
@@ -363,11 +363,13 @@ def _mount_subcommands() -> None:
     """Sub-apps live beside their features; importing them is light (heavy work is lazy)."""
     from .console.cli import console_cmd
     from .eval.cli import eval_app
+    from .mcp.cli import mcp_server_cmd
     from .voice.cli import listen_cmd
 
     app.add_typer(eval_app, name="eval")
     app.command("listen")(listen_cmd)
     app.command("console")(console_cmd)
+    app.command("mcp-server")(mcp_server_cmd)
 
 
 _mount_subcommands()

@@ -28,7 +28,7 @@ from .schema import first_param_is_context, model_schema, signature_model
 if TYPE_CHECKING:
     from .events import EventBus
 
-__all__ = ["LOOP_BOUND_STATE", "Tool", "ToolContext", "ToolOutput", "tool", "TOOL_NAME_RE"]
+__all__ = ["LOOP_BOUND_STATE", "Tool", "ToolContext", "ToolMethod", "ToolOutput", "tool", "TOOL_NAME_RE"]
 
 TOOL_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 
@@ -309,6 +309,8 @@ def tool(
     def build(f: ToolFn) -> Tool:
         if not callable(f):
             raise ToolDefinitionError(f"@tool needs a function, got {type(f).__name__}")
+        if _first_param_name(f) == "self":  # a method of a Toolkit: built per instance
+            return ToolMethod(f, options)  # type: ignore[return-value]
         tool_name = name or getattr(f, "__name__", None)
         if not tool_name:
             raise ToolDefinitionError(f"@tool cannot name {f!r}: pass name=...")
@@ -331,7 +333,54 @@ def tool(
             preflight=preflight,
         )
 
+    options: dict[str, Any] = {
+        "name": name, "description": description, "timeout": timeout, "risk": risk,
+        "parallel_safe": parallel_safe, "finishing": finishing, "kind": kind, "assess": assess,
+        "reads_untrusted": reads_untrusted, "preflight": preflight,
+    }  # fmt: skip
     if fn is not None:
         return build(fn)
     return build
+
+
+def _first_param_name(fn: ToolFn) -> str | None:
+    try:
+        params = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+    return params[0] if params else None
+
+
+_TOOL_DEFAULTS: dict[str, Any] = {
+    "name": None, "description": None, "timeout": 60.0, "risk": "safe", "parallel_safe": True,
+    "finishing": False, "kind": "generic", "assess": None, "reads_untrusted": False, "preflight": None,
+}  # fmt: skip
+
+
+class ToolMethod:
+    """``@tool`` on a method (first parameter ``self``): a tool per instance of its
+    :class:`~omni_agent.toolkit.Toolkit`, built by :meth:`bind` so the method shares the instance's
+    state. Options left at their defaults give way to the toolkit's ``tool_defaults()``."""
+
+    def __init__(self, fn: ToolFn, options: dict[str, Any]) -> None:
+        self.fn = fn
+        self.name: str = options.get("name") or fn.__name__
+        self.explicit = {k: v for k, v in options.items() if v != _TOOL_DEFAULTS[k] and k != "name"}
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # On an instance the attribute is the plain bound method: kit code calls it directly.
+        return self if instance is None else self.fn.__get__(instance, owner)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Called through the class (``Kit.add(kit, 3)``): runs the method as written."""
+        return self.fn(*args, **kwargs)
+
+    def bind(self, instance: Any, defaults: dict[str, Any] | None = None) -> Tool:
+        """The tool for ``instance``: the bound method, with kit defaults under explicit options."""
+        options = {**(defaults or {}), **self.explicit}
+        return tool(name=self.name, **options)(self.fn.__get__(instance, type(instance)))
 

@@ -2,7 +2,9 @@
 
 ``shell``, ``files``, ``browser`` and ``desktop`` are the built-in sets (``omni_agent.tools``);
 ``package.module:attr`` or ``path/to/file.py[:attr]`` loads user tools (a Tool, a list of Tools,
-or a zero-argument factory returning either). Heavy imports happen only for the sets asked for.
+a Toolkit instance, or a zero-argument factory returning one of them, e.g. a Toolkit class);
+``mcp:stdio:COMMAND ARGS...`` / ``mcp:http://HOST:PORT/PATH`` / ``mcp:sse:URL`` mount an MCP
+server's tools (:mod:`omni_agent.mcp.client`; options ``mcp_trusted``, ``mcp_timeout_s``, ``mcp_env``). Heavy imports happen only for the sets asked for.
 ``options`` go to the built-in sets whose config has a field of that name, e.g.
 ``{"sandbox": "bubblewrap"}`` (shell, the CLI's ``--sandbox``), ``{"headless": False,
 "display": ":99"}`` (browser), ``{"spec": "qwen2.5-vl"}`` (desktop).
@@ -100,6 +102,17 @@ BUILTIN_TOOLSETS: dict[str, Callable[[Path, dict[str, Any]], list[Tool]]] = {
 }
 
 
+def _mcp(spec: str, options: dict[str, Any], loaded: list[Tool]) -> list[Tool]:
+    from .mcp.client import load_mcp_toolset
+
+    toolset = load_mcp_toolset(spec, options)
+    taken = {t.name for t in loaded}
+    if any(t.name in taken for t in toolset.tools()):
+        toolset.close()
+        raise UserError(f"two MCP servers are both named {toolset.name!r}: name one with mcp:NAME=... ({spec})")
+    return toolset.tools()
+
+
 def split_toolset_names(spec: str | Iterable[str] | None) -> list[str]:
     if spec is None:
         return []
@@ -108,13 +121,19 @@ def split_toolset_names(spec: str | Iterable[str] | None) -> list[str]:
 
 
 def _as_tools(value: Any, origin: str) -> list[Tool]:
+    from .toolkit import Toolkit
+
     if isinstance(value, Tool):
         return [value]
+    if isinstance(value, Toolkit):
+        return value.tools()
+    if isinstance(value, type) and issubclass(value, Toolkit):  # a Toolkit class: one instance
+        return value().tools()
     if callable(value) and not isinstance(value, type):
         return _as_tools(value(), origin)
     if isinstance(value, (list, tuple)) and all(isinstance(t, Tool) for t in value):
         return list(value)
-    raise UserError(f"{origin} is not a Tool, a list of Tools or a factory of them")
+    raise UserError(f"{origin} is not a Tool, a list of Tools, a Toolkit or a factory of them")
 
 
 def _load_user(spec: str) -> list[Tool]:
@@ -140,6 +159,8 @@ def load_toolsets(
     for name in split_toolset_names(names):
         if name in BUILTIN_TOOLSETS:
             tools.extend(BUILTIN_TOOLSETS[name](ws, dict(options or {})))
+        elif name.startswith("mcp:"):
+            tools.extend(_mcp(name, dict(options or {}), tools))
         elif ":" in name or name.endswith(".py"):
             tools.extend(_load_user(name))
         else:

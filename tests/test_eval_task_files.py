@@ -78,6 +78,15 @@ def test_a_tool_module_is_found_beside_the_task_file_wherever_the_command_runs(
     assert line == 4 and field == "tools[1]" and f"tool module not found: {folder / 'missing.py'}" in message
 
 
+def test_an_mcp_server_command_in_tools_is_not_taken_for_a_tool_module(tmp_path: Path) -> None:
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    spec = "mcp:weather=stdio:python weather.py"  # a command line, run as written
+    (folder / "t.yaml").write_text(shell_task("t").replace("tools: [shell]", f"tools: [shell, '{spec}']"))
+    task = load_task(folder / "t.yaml")  # no "tool module not found: .../mcp:weather=stdio:python weather.py"
+    assert task.tools == ["shell", spec]
+
+
 def test_eval_validate_checks_every_json_schema_and_loads_every_tool_set(write_suite, tmp_path: Path) -> None:  # noqa: ANN001
     bad_type = CALL_TASK.format(id="bad-type", properties="        room: {type: strng}", required="room")
     missing = CALL_TASK.format(id="missing", properties="        room: {type: string}", required="level")

@@ -42,7 +42,7 @@ def test_eval_exits_1_on_failed_episodes_unless_allowed_and_compare_can_fail_on_
 @pytest.mark.parametrize(
     "command",
     [["run"], ["tools"], ["parse"], ["replay"], ["listen"], ["eval", "run"], ["eval", "compare"], ["eval", "validate"],
-     ["eval", "schema"]],  # fmt: skip
+     ["eval", "schema"], ["console"], ["mcp-server"]],  # fmt: skip
 )
 def test_every_command_lists_its_exit_codes_in_help(command: list[str]) -> None:
     res = _invoke(*command, "--help")

@@ -19,7 +19,7 @@ EXPORTED = [
     "ModelResponse", "ModelResponseError", "ModelSpec", "ModelUnavailableError", "OmniAgentError",
     "RunResult", "ScriptedModel", "StopReason", "StreamParser", "SystemMessage", "TextPart", "Tool",
     "ToolCall", "ToolContext", "ToolDefinitionError", "ToolExecutionError", "ToolMessage",
-    "ToolOutput", "ToolRegistry", "ToolResult", "Trajectory", "TrajectoryError", "UserError",
+    "ToolOutput", "ToolRegistry", "ToolResult", "Toolkit", "Trajectory", "TrajectoryError", "UserError",
     "UserMessage", "VideoPart", "VirtualDisplay", "VoiceOutput", "__version__", "allow_all",
     "attach_voice_output", "browser_tools", "deny_all", "desktop_tools", "load_model",
     "load_toolsets", "load_toolsets_with_observers", "load_trajectory", "parse_model_spec",

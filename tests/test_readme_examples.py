@@ -30,7 +30,7 @@ def python_blocks() -> list[str]:
 
 
 def ten_line_example() -> str:
-    (block,) = [b for b in python_blocks() if "@tool" in b and f"openai:{README_URL}" in b]
+    (block,) = [b for b in python_blocks() if "@tool" in b and f"openai:{README_URL}" in b and "Toolkit" not in b]
     return block
 
 

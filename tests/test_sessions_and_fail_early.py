@@ -76,6 +76,24 @@ def test_a_browser_session_the_tools_made_is_closed_when_the_run_ends(browser_si
     asyncio.run(go())
 
 
+def test_a_browser_kit_stops_only_the_session_it_made() -> None:
+    from omni_agent.tools.browser import BrowserKit
+
+    async def go() -> None:
+        async with BrowserSession() as session:
+            await session.page()
+            async with BrowserKit(session=session) as kit:
+                assert kit.tools()[0].preflight.__self__ is session
+            assert session.running, "the kit closed the caller's browser"
+        kit = BrowserKit()
+        async with kit:
+            await kit.session.page()
+            assert kit.session.running
+        assert not kit.session.running  # the kit's own session ends with it
+
+    asyncio.run(go())
+
+
 def test_a_desktop_controller_passed_in_stays_open(virtual_display: VirtualDisplay) -> None:
     controller = DesktopController(DesktopConfig(display=virtual_display.display, screenshot_after_action=False))
     capture = controller.capture
@@ -88,10 +106,9 @@ def test_a_desktop_controller_passed_in_stays_open(virtual_display: VirtualDispl
 
 
 def test_a_desktop_controller_the_tools_made_is_closed_when_the_run_ends(virtual_display: VirtualDisplay) -> None:
-    import inspect
-
     tools = desktop_tools(DesktopConfig(display=virtual_display.display, screenshot_after_action=False))
-    controller = inspect.getclosurevars(tools[0].preflight).nonlocals["controller"]  # the one the tools made
+    controller = tools[0].preflight.__self__  # the one the tools made
+    assert isinstance(controller, DesktopController)
     model = ScriptedModel([tool_call("computer_use", action="mouse_move", coordinate=[10, 10]), "moved"])
     assert Agent(model, tools, trajectory_dir=None).run("move the mouse").answer == "moved"
     assert controller._capture is None  # its X connections were closed with the run

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,9 +33,12 @@ from omni_agent.exceptions import MissingDependencyError, ToolExecutionError, re
 from omni_agent.messages import ImagePart
 from omni_agent.screen import ScreenCapture, resolve_display
 from omni_agent.tool import Tool, ToolContext, ToolOutput
+from omni_agent.toolkit import Toolkit
 from omni_agent.xvfb import DisplayError, display_is_reachable
 
-__all__ = ["ACTIONS", "DesktopConfig", "DesktopController", "computer_use_parameters", "desktop_tools"]
+__all__ = [
+    "ACTIONS", "DesktopConfig", "DesktopController", "DesktopKit", "computer_use_parameters", "desktop_tools",
+]  # fmt: skip
 
 ACTIONS = (
     "key", "type", "mouse_move", "left_click", "left_click_drag", "right_click", "middle_click",
@@ -313,8 +317,13 @@ def _number(value: Any, name: str, action: str) -> float:
 # -- controller --------------------------------------------------------------------------------
 
 
-class DesktopController:
-    """Executes computer_use actions on one display and maps model coordinates to the screen."""
+class DesktopController(Toolkit):
+    """Executes computer_use actions on one display and maps model coordinates to the screen.
+
+    A :class:`~omni_agent.toolkit.Toolkit` with one tool, ``computer_use`` (Qwen3-VL's action
+    space, one schema), whose actions are the ``do_<action>`` methods; ``stop()`` closes the
+    screen capture. A run whose display is missing fails at its start (:meth:`check_display`).
+    """
 
     def __init__(self, config: DesktopConfig | None = None) -> None:
         self.config = config or DesktopConfig()
@@ -368,6 +377,38 @@ class DesktopController:
             self._capture.close()
             self._capture = None
 
+    def check_display(self) -> None:
+        """Raise now when the display is missing (none set, or no X server there): an agent run
+        calls this before the model, so a missing display is one clear error, not one per step."""
+        resolve_display(self.config.display)
+
+    # -- toolkit ------------------------------------------------------------------------------
+    def tools(self, *, close_with_run: bool = False) -> list[Tool]:
+        """The ``computer_use`` tool (one tool; GUI calls run one at a time). With
+        ``close_with_run`` each run that used it closes this controller at its end (for a
+        controller the tools created); otherwise it stays open for its owner."""
+
+        def computer_use(context: ToolContext, action: str, **arguments: Any) -> ToolOutput:
+            if close_with_run:  # the run closes what its tools put in the state
+                context.state.setdefault(f"omni_agent.tools.desktop:{id(self)}", self)
+            return self.run(action, **arguments)
+
+        schema = {"name": "computer_use", "description": _description(self), "parameters": computer_use_parameters()}
+        return [
+            Tool.from_schema(
+                schema,
+                computer_use,
+                parallel_safe=False,
+                kind="desktop",
+                reads_untrusted=self.config.screenshot_after_action,
+                timeout=self.config.max_wait_s + 30.0,
+                preflight=self.check_display,
+            )
+        ]
+
+    async def stop(self) -> None:
+        self.close()
+
     # -- execution ----------------------------------------------------------------------------
     def run(self, action: str, **args: Any) -> ToolOutput:
         """Execute one action. Never raises: failures come back as error outputs for the model."""
@@ -398,90 +439,132 @@ class DesktopController:
     def _run(self, action: str, args: dict[str, Any]) -> ToolOutput:
         if action not in ACTIONS:
             raise ToolExecutionError(f"unknown action {action!r}; one of: {', '.join(ACTIONS)}")
-        if action == "terminate":
-            status = args.get("status")
-            if status not in ("success", "failure"):
-                raise ToolExecutionError(f"action=terminate needs 'status': 'success' or 'failure', got {status!r}")
-            return ToolOutput(text=f"terminated: {status}", finish=True, answer=status, data={"status": status})
-        if action == "answer":
-            text = _require(args, "text", action, "the answer text")
-            return ToolOutput(text=str(text), finish=True, answer=str(text))
-        if action == "wait":
-            seconds = _number(_require(args, "time", action, "seconds to wait"), "time", action)
-            if not 0 <= seconds <= self.config.max_wait_s:
-                raise ToolExecutionError(f"action=wait: 'time' must be 0..{self.config.max_wait_s:g} seconds")
-            time.sleep(seconds)
-            return self._result(f"waited {seconds:g} s", {"action": action}, settle=False)
+        return getattr(self, f"do_{action}")(args)
 
+    # -- the actions (one method each; ``args`` as the model sent them) ----------------------
+    def do_terminate(self, args: dict[str, Any]) -> ToolOutput:
+        status = args.get("status")
+        if status not in ("success", "failure"):
+            raise ToolExecutionError(f"action=terminate needs 'status': 'success' or 'failure', got {status!r}")
+        return ToolOutput(text=f"terminated: {status}", finish=True, answer=status, data={"status": status})
+
+    def do_answer(self, args: dict[str, Any]) -> ToolOutput:
+        text = _require(args, "text", "answer", "the answer text")
+        return ToolOutput(text=str(text), finish=True, answer=str(text))
+
+    def do_wait(self, args: dict[str, Any]) -> ToolOutput:
+        seconds = _number(_require(args, "time", "wait", "seconds to wait"), "time", "wait")
+        if not 0 <= seconds <= self.config.max_wait_s:
+            raise ToolExecutionError(f"action=wait: 'time' must be 0..{self.config.max_wait_s:g} seconds")
+        time.sleep(seconds)
+        return self._result(f"waited {seconds:g} s", {"action": "wait"}, settle=False)
+
+    def do_key(self, args: dict[str, Any]) -> ToolOutput:
         display = self.display
-        data: dict[str, Any] = {"action": action}
-        if action == "key":
-            keys = _require(args, "keys", action, 'a list of key names, e.g. ["ctrl", "c"]')
-            if isinstance(keys, str):
-                keys = [k for k in re.split(r"\s*\+\s*", keys) if k] if "+" in keys.strip("+") else [keys]
-            if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
-                raise ToolExecutionError(f"action=key: 'keys' must be a list of key names, got {keys!r}")
-            with _INPUT_LOCK:
-                pg = _pyautogui_for(display)
-                pg.FAILSAFE = self.config.failsafe
-                names = _check_keys(keys, sys.modules["pyautogui._pyautogui_x11"].keyboardMapping)
-                pg.hotkey(*names)
-            data["keys"] = names
-            return self._result(f"pressed {'+'.join(names)}", data)
-        if action == "type":
-            text = args.get("text")
-            if not isinstance(text, str) or text == "":
-                raise ToolExecutionError("action=type needs 'text': the text to type (a non-empty string)")
-            with _INPUT_LOCK:
-                self._type(text, display)
-            data["chars"] = len(text)
-            return self._result(f"typed {len(text)} characters", data)
+        keys = _require(args, "keys", "key", 'a list of key names, e.g. ["ctrl", "c"]')
+        if isinstance(keys, str):
+            keys = [k for k in re.split(r"\s*\+\s*", keys) if k] if "+" in keys.strip("+") else [keys]
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise ToolExecutionError(f"action=key: 'keys' must be a list of key names, got {keys!r}")
+        with _INPUT_LOCK:
+            pg = _pyautogui_for(display)
+            pg.FAILSAFE = self.config.failsafe
+            names = _check_keys(keys, sys.modules["pyautogui._pyautogui_x11"].keyboardMapping)
+            pg.hotkey(*names)
+        return self._result(f"pressed {'+'.join(names)}", {"action": "key", "keys": names})
 
-        return self._mouse(action, args, display, data)
+    def do_type(self, args: dict[str, Any]) -> ToolOutput:
+        display = self.display
+        text = args.get("text")
+        if not isinstance(text, str) or text == "":
+            raise ToolExecutionError("action=type needs 'text': the text to type (a non-empty string)")
+        with _INPUT_LOCK:
+            self._type(text, display)
+        return self._result(f"typed {len(text)} characters", {"action": "type", "chars": len(text)})
 
-    def _mouse(self, action: str, args: dict[str, Any], display: str, data: dict[str, Any]) -> ToolOutput:
+    def do_mouse_move(self, args: dict[str, Any]) -> ToolOutput:
+        return self._pointer("mouse_move", args, lambda pg, at: pg.moveTo(*at))
+
+    def do_left_click(self, args: dict[str, Any]) -> ToolOutput:
+        return self._pointer("left_click", args, lambda pg, at: pg.click(*(at or ()), button="left"))
+
+    def do_right_click(self, args: dict[str, Any]) -> ToolOutput:
+        return self._pointer("right_click", args, lambda pg, at: pg.click(*(at or ()), button="right"))
+
+    def do_middle_click(self, args: dict[str, Any]) -> ToolOutput:
+        return self._pointer("middle_click", args, lambda pg, at: pg.click(*(at or ()), button="middle"))
+
+    def do_double_click(self, args: dict[str, Any]) -> ToolOutput:
+        return self._pointer(
+            "double_click", args, lambda pg, at: pg.click(*(at or ()), clicks=2, interval=0.05, button="left")
+        )
+
+    def do_triple_click(self, args: dict[str, Any]) -> ToolOutput:
+        return self._pointer(
+            "triple_click", args, lambda pg, at: pg.click(*(at or ()), clicks=3, interval=0.05, button="left")
+        )
+
+    def do_left_click_drag(self, args: dict[str, Any]) -> ToolOutput:
+        self.display  # noqa: B018 - a missing display is the first thing to report
+        if args.get("coordinate") is None:
+            raise ToolExecutionError(f"action=left_click_drag needs 'coordinate': [x, y]; {self.describe_space()}")
+        start = None
+        if args.get("start_coordinate") is not None:
+            start = self.to_screen(_coordinate(args["start_coordinate"], "start_coordinate", "left_click_drag"), "left_click_drag")
+
+        def drag(pg: Any, at: tuple[int, int]) -> None:
+            self._drag(pg, self._avoid_failsafe(start, pg) if start else None, at)
+
+        extra = {"start": list(start)} if start is not None else {}
+        return self._pointer("left_click_drag", args, drag, extra=extra)
+
+    def do_scroll(self, args: dict[str, Any]) -> ToolOutput:
+        self.display  # noqa: B018 - a missing display is the first thing to report
+        clicks = self._wheel_clicks("scroll", args)
+        return self._pointer("scroll", args, lambda pg, at: pg.scroll(clicks, *(at or ())), clicks=clicks)
+
+    def do_hscroll(self, args: dict[str, Any]) -> ToolOutput:
+        self.display  # noqa: B018 - a missing display is the first thing to report
+        clicks = self._wheel_clicks("hscroll", args)
+        return self._pointer("hscroll", args, lambda pg, at: pg.hscroll(clicks, *(at or ())), clicks=clicks)
+
+    # -- shared by the pointer actions ---------------------------------------------------------
+    def _wheel_clicks(self, action: str, args: dict[str, Any]) -> int:
+        pixels = _number(_require(args, "pixels", action, "wheel amount, + up/right, - down/left"), "pixels", action)
+        if pixels == 0:
+            raise ToolExecutionError(f"action={action}: 'pixels' must not be 0")
+        limit = self.config.max_scroll
+        return max(-limit, min(limit, round(pixels) or (1 if pixels > 0 else -1)))
+
+    def _pointer(
+        self,
+        action: str,
+        args: dict[str, Any],
+        perform: Callable[[Any, Any], None],
+        *,
+        clicks: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ToolOutput:
+        """Map the coordinate, run ``perform(pyautogui, screen point or None)`` under the input
+        lock, and report where the pointer ended up."""
+        display = self.display
         coordinate = args.get("coordinate")
         if action in ("mouse_move", "left_click_drag") and coordinate is None:
             raise ToolExecutionError(f"action={action} needs 'coordinate': [x, y]; {self.describe_space()}")
         target = self.to_screen(_coordinate(coordinate, "coordinate", action), action) if coordinate is not None else None
-        clicks = 0
-        if action in ("scroll", "hscroll"):
-            pixels = _number(_require(args, "pixels", action, "wheel amount, + up/right, - down/left"), "pixels", action)
-            if pixels == 0:
-                raise ToolExecutionError(f"action={action}: 'pixels' must not be 0")
-            clicks = max(-self.config.max_scroll, min(self.config.max_scroll, round(pixels) or (1 if pixels > 0 else -1)))
-        start = None
-        if action == "left_click_drag" and args.get("start_coordinate") is not None:
-            start = self.to_screen(_coordinate(args["start_coordinate"], "start_coordinate", action), action)
-
         with _INPUT_LOCK:
             pg = _pyautogui_for(display)
             pg.FAILSAFE = self.config.failsafe
             if target is not None:
                 target = self._avoid_failsafe(target, pg)
-            if action == "mouse_move":
-                pg.moveTo(*target)
-            elif action in ("left_click", "right_click", "middle_click"):
-                button = action.split("_", 1)[0]
-                pg.click(*(target or ()), button=button)
-            elif action == "double_click":
-                pg.click(*(target or ()), clicks=2, interval=0.05, button="left")
-            elif action == "triple_click":
-                pg.click(*(target or ()), clicks=3, interval=0.05, button="left")
-            elif action == "left_click_drag":
-                self._drag(pg, self._avoid_failsafe(start, pg) if start else None, target)
-            elif action == "scroll":
-                pg.scroll(clicks, *(target or ()))
-            elif action == "hscroll":
-                pg.hscroll(clicks, *(target or ()))
+            perform(pg, target)
             point = tuple(pg.position())
-        data["screen"] = list(point)
+        data: dict[str, Any] = {"action": action, "screen": list(point)}
         where = f" at [{coordinate[0]:g}, {coordinate[1]:g}]" if isinstance(coordinate, (list, tuple)) else ""
-        if action in ("scroll", "hscroll"):
+        if clicks is not None:
             data["clicks"] = clicks
             return self._result(f"{action} {clicks:+d}{where}", data)
-        if start is not None:
-            data["start"] = list(start)
+        data.update(extra or {})
         return self._result(f"{action}{where} -> screen ({point[0]}, {point[1]})", data)
 
     def _type(self, text: str, display: str) -> None:
@@ -614,22 +697,8 @@ def desktop_tools(config: DesktopConfig | None = None, *, controller: DesktopCon
         controller = DesktopController(config)
     elif config is not None and config != controller.config:
         raise ValueError("pass either config or controller, not two different configs")
+    return controller.tools(close_with_run=owned)
 
-    def computer_use(context: ToolContext, action: str, **arguments: Any) -> ToolOutput:
-        if owned:  # the run closes what its tools put in the state
-            context.state.setdefault(f"omni_agent.tools.desktop:{id(controller)}", controller)
-        return controller.run(action, **arguments)
 
-    def check_display() -> None:
-        resolve_display(controller.config.display)  # DisplayError: none set, or no X server there
-
-    tool = Tool.from_schema(
-        {"name": "computer_use", "description": _description(controller), "parameters": computer_use_parameters()},
-        computer_use,
-        parallel_safe=False,
-        kind="desktop",
-        reads_untrusted=controller.config.screenshot_after_action,
-        timeout=controller.config.max_wait_s + 30.0,
-        preflight=check_display,
-    )
-    return [tool]
+DesktopKit = DesktopController
+"""The desktop toolkit under its toolkit name (same class)."""

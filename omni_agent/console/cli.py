@@ -92,7 +92,10 @@ def console_cmd(
     speech_engine: str = typer.Option("auto", "--speech-engine", help="auto | talker | espeak | silent"),
     observe: str = typer.Option("", "--observe", help="Show the model a screenshot after each step: browser, desktop."),
 ) -> None:
-    """Live web console: type or speak an instruction, watch the screen and the steps, approve, take over."""
+    """Live web console: type or speak an instruction, watch the screen and the steps, approve, take over.
+
+    Exit codes: 0 the console stopped normally; 2 bad usage or configuration (a model spec, tool set
+    or display that cannot be used); 130 interrupted (Ctrl-C)."""
     _serve(model=model, tools=tools, host=host, port=port, workspace=workspace, runs=runs, display=display,
            max_steps=max_steps, speak=speak, speech_engine=speech_engine, observe=observe, instruction=None)  # fmt: skip
 

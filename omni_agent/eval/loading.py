@@ -168,7 +168,10 @@ def _missing_files(task: Task) -> list[tuple[tuple[Any, ...], str]]:
 
 
 def _tool_file(name: str) -> str | None:
-    """The file part of a ``file.py`` / ``file.py:attr`` tool set, else None (built-in or dotted)."""
+    """The file part of a ``file.py`` / ``file.py:attr`` tool set, else None (built-in, dotted,
+    or an ``mcp:`` server, whose command line is run as written)."""
+    if name.startswith("mcp:"):
+        return None
     file = name.rpartition(":")[0] if ".py:" in name else name
     return file if file.endswith(".py") else None
 
