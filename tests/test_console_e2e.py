@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +26,13 @@ from tests.fixtures.core import tool_call
 
 pytestmark = pytest.mark.slow
 
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "img"
+# The README's console screenshots: written to docs/img/ only when asked
+# (OMNI_CONSOLE_SCREENSHOTS=1), so a test run never dirties the checkout; else to a temp folder.
+SHOTS = (
+    Path(__file__).resolve().parent.parent / "docs" / "img"
+    if os.environ.get("OMNI_CONSOLE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "omni-console-shots"
+)
 LONG_ANSWER = (
     "Opening the calculator. It will take a moment to start, and then I will tell you what is on "
     "the screen, step by step, so that you can follow along and stop me at any time."
