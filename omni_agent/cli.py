@@ -343,10 +343,12 @@ def replay_cmd(
 def _mount_subcommands() -> None:
     """Sub-apps live beside their features; importing them is light (heavy work is lazy)."""
     from .eval.cli import eval_app
+    from .serve.cli import serve_cmd
     from .voice.cli import listen_cmd
 
     app.add_typer(eval_app, name="eval")
     app.command("listen")(listen_cmd)
+    app.command("serve")(serve_cmd)
 
 
 _mount_subcommands()
