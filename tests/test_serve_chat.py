@@ -114,8 +114,9 @@ def test_audio_in_then_audio_out_streamed_and_whole(served_tiny_omni, spoken_com
             usage = chunk.usage
         for choice in chunk.choices:
             text += choice.delta.content or ""
-            audio = getattr(choice.delta, "audio", None) or (choice.delta.model_extra or {}).get("audio")
+            audio = choice.delta.audio
             if audio:
+                audio = audio.model_dump()
                 pcm += base64.b64decode(audio["data"])
                 transcript = audio.get("transcript") or transcript
     assert text == long.choices[0].message.content  # greedy: the same answer streamed
