@@ -79,8 +79,11 @@ def run_cmd(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated task ids or categories to run."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Run at most this many tasks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    server: Optional[str] = typer.Option(None, "--server", help="Episodes use this OpenAI-compatible server (e.g. omni-agent serve) instead of loading MODEL."),
+    share: bool = typer.Option(True, "--share/--no-share", help="Load a local qwen-omni:/qwen-vl: MODEL once and serve it to every episode."),
 ) -> None:
     """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html."""
+    from ..serve.shared import shared_model_server, shares
     from .loading import load_suite
     from .runner import run_suite
 
@@ -97,10 +100,15 @@ def run_cmd(
         if out is None and resume:
             raise typer.BadParameter("--resume needs --out (the run directory to continue)")
         run_dir = out or _default_out(suite)
-        summary = run_suite(
-            tasks, model=model, out=run_dir, suite=suite, workers=workers, retries=retries,
-            resume=resume, ray_address=ray, progress=progress,
-        )  # fmt: skip
+        serving = server is not None or (share and shares(model))
+        with shared_model_server(model, server_url=server) if serving else _not_shared(model) as shared:
+            summary = run_suite(
+                tasks, model=model, out=run_dir, suite=suite, workers=workers, retries=retries,
+                resume=resume, ray_address=ray, progress=progress, episode_model=shared.episode_spec,
+            )  # fmt: skip
+            metrics_file = shared.write_metrics(run_dir)
+        if metrics_file is not None:
+            _err.print(f"served {escape(model)} once to every episode; server metrics: {escape(str(metrics_file))}")
     except typer.BadParameter:
         raise
     except KeyboardInterrupt:
@@ -118,6 +126,14 @@ def run_cmd(
         _fail(exc)
         return
     _print_summary(summary.model_dump(), run_dir)
+
+
+def _not_shared(model: str) -> Any:
+    import contextlib
+
+    from ..serve.shared import SharedModel
+
+    return contextlib.nullcontext(SharedModel(spec=model, episode_spec=model))
 
 
 def _print_summary(s: dict[str, Any], run_dir: Path) -> None:

@@ -273,9 +273,11 @@ def run_suite(
     progress: bool = True,
     report: bool = True,
     on_result: Callable[[EpisodeResult], None] | None = None,
+    episode_model: str | None = None,
 ) -> Summary:
     """Run every task once (skipping finished ones when resuming); write results.jsonl,
-    summary.json and the HTML report into ``out``; return the summary."""
+    summary.json and the HTML report into ``out``; return the summary. ``episode_model``: the
+    spec episodes load instead of ``model`` (the server that serves ``model`` to the suite)."""
     if workers < 1:
         raise UserError("--workers must be >= 1")
     if retries < 0:
@@ -295,7 +297,7 @@ def run_suite(
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(
         suite=suite, model=model, policy=policy_label(model), scripted=is_reference(model) or model.startswith("scripted:"),
-        tasks=[t.id for t in tasks], workers=workers, ray=ray_address,
+        tasks=[t.id for t in tasks], workers=workers, ray=ray_address, served_as=episode_model,
     )  # fmt: skip
     info.setdefault("started_at", utc_now())
     info.setdefault("resumes", -1)
@@ -307,9 +309,9 @@ def run_suite(
     if ray_address:
         from .ray_runner import ray_results
 
-        stream = ray_results(pending, model=model, run_dir=run_dir, retries=retries, address=ray_address, workers=workers)
+        stream = ray_results(pending, model=episode_model or model, run_dir=run_dir, retries=retries, address=ray_address, workers=workers)
     else:
-        stream = _local_results(pending, model=model, run_dir=run_dir, workers=workers, retries=retries)
+        stream = _local_results(pending, model=episode_model or model, run_dir=run_dir, workers=workers, retries=retries)
     bar = _Progress(len(tasks), len(done), enabled=progress, label=policy_label(model))
     try:
         with bar:
