@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import time
@@ -132,8 +133,6 @@ def to_model_request(body: ChatCompletionRequest, limits: ChatLimits) -> tuple[M
 
 
 def _checked_tool(tool: Any, index: int) -> dict[str, Any]:
-    import jsonschema
-
     param = f"tools[{index}]"
     if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
         raise RequestError(f"{param} must be {{'type': 'function', 'function': {{...}}}}", param=param)
@@ -144,14 +143,26 @@ def _checked_tool(tool: Any, index: int) -> dict[str, Any]:
     parameters = function.get("parameters") or {"type": "object", "properties": {}}
     if not isinstance(parameters, dict):
         raise RequestError(f"{param}.function.parameters must be a JSON Schema object", param=f"{param}.function.parameters")
-    try:
-        jsonschema.validators.validator_for(parameters).check_schema(parameters)
-    except jsonschema.SchemaError as exc:
-        raise RequestError(
-            f"{param}.function.parameters is not a valid JSON Schema: {exc.message}", param=f"{param}.function.parameters"
-        ) from None
+    problem = _schema_problem(json.dumps(parameters, sort_keys=True))
+    if problem is not None:
+        raise RequestError(f"{param}.function.parameters is not a valid JSON Schema: {problem}", param=f"{param}.function.parameters")
     clean = {"name": name, "description": str(function.get("description") or ""), "parameters": parameters}
     return {"type": "function", "function": clean}
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_problem(schema_json: str) -> str | None:
+    """Why a tool's parameter schema is invalid (None: valid). Cached by its canonical JSON: an
+    agent sends the same tools every step, and checking a schema against the meta-schema costs
+    milliseconds."""
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    return None
 
 
 def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> str:

@@ -38,7 +38,8 @@ from .metrics import ServeMetrics
 __all__ = ["BatchedEngine"]
 
 _CPU_DEFAULT_BUDGET = 2 * 2**30
-_GPU_FREE_FRACTION = 0.8
+_GPU_FREE_FRACTION = 0.6
+"""Of the GPU memory free after loading: the rest is left for activations and the Talker."""
 
 
 @dataclass(eq=False)
