@@ -63,7 +63,10 @@ def serve_forever(app: Any, *, host: str, port: int) -> None:
     shutdown (which closes the backend)."""
     import uvicorn
 
-    uvicorn.Server(_uvicorn_config(app, host, port)).run()
+    try:
+        uvicorn.Server(_uvicorn_config(app, host, port)).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the signal after its clean shutdown
+        pass
 
 
 class BackgroundServer:
