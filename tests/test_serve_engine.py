@@ -134,3 +134,28 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(served_tiny_omni):
     assert served.metric("omni_decode_steps_total") - steps_before < 399
     again = served.client().chat.completions.create(model="tiny-omni", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert again.choices[0].message.content is not None
+
+
+def test_qwen25_omni_batched_equals_plain_generate(tiny_qwen25_omni_dir):
+    from omni_agent.runtime import QwenOmniModel
+    from omni_agent.serve.engine import BatchedEngine
+
+    model = QwenOmniModel.load(tiny_qwen25_omni_dir, enable_talker=True)
+    engine = BatchedEngine(model)
+    requests = [ModelRequest(messages=[UserMessage(text)], settings=GenerationSettings(max_new_tokens=n))
+                for text, n in (("hello there", 24), ("a longer question about the weather today", 3))]
+    plain = [model.generate(r).text for r in requests]
+
+    async def together() -> list[str]:
+        async def one(request):
+            last = None
+            async for chunk in engine.stream(request):
+                last = chunk.response or last
+            return last.text
+
+        answers = await asyncio.gather(*[one(r) for r in requests])
+        await engine.aclose()
+        return answers
+
+    assert asyncio.run(together()) == plain
+    assert engine.metrics.value("omni_shared_decode_steps_total") >= 1
