@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             row = asyncio.run(run_level(server.base_url, sessions, args, requests, metrics))
             levels.append(row)
             log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
+            if args.json is not None:  # kept after every level: a run cut short still leaves its figures
+                args.json.write_text(json.dumps({**report, "levels": levels}, indent=2))
     finally:
         server.stop()
     report["levels"] = levels
