@@ -86,8 +86,13 @@ class CompletionJob:
             name = f" to {self.choice.split(':', 1)[1]}" if self.choice.startswith("function:") else ""
             from ..messages import SystemMessage
 
-            hint = SystemMessage(_REQUIRED_HINT.format(name=name))
-            self.request = self.request.model_copy(update={"messages": [*self.request.messages, hint]})
+            hint = _REQUIRED_HINT.format(name=name)
+            messages = list(self.request.messages)
+            if messages and isinstance(messages[0], SystemMessage):  # templates want one system turn, first
+                messages[0] = SystemMessage(f"{messages[0].text}\n\n{hint}")
+            else:
+                messages.insert(0, SystemMessage(hint))
+            self.request = self.request.model_copy(update={"messages": messages})
         return self.backend.stream(self.request, session_id=session)
 
     def _note_first_token(self) -> None:

@@ -38,6 +38,7 @@ from .metrics import ServeMetrics
 __all__ = ["BatchedEngine"]
 
 _CPU_DEFAULT_BUDGET = 2 * 2**30
+_IMAGE_CACHE_ENTRIES = 128
 _GPU_FREE_FRACTION = 0.6
 """Of the GPU memory free after loading: the rest is left for activations and the Talker."""
 
@@ -108,6 +109,14 @@ class BatchedEngine:
         element = torch.empty((), dtype=self.dtype).element_size()
         per_token = 2 * int(text.num_hidden_layers) * int(text.num_key_value_heads) * head_dim * element
         self.budget = KVBudget(kv_budget_bytes or _default_budget(self.device), per_token)
+        # Screenshots repeat from step to step of a GUI session: each is preprocessed once
+        # (the fast path's cache; its content keys also fingerprint the images for KV reuse).
+        from ..runtime.fast.image_preprocess import install_image_cache
+
+        visual = getattr(getattr(thinker, "model", thinker), "visual", None) or getattr(thinker, "visual", None)
+        visual_dtype = next(visual.parameters()).dtype if visual is not None else None
+        self._images = install_image_cache(model.processor, capacity=_IMAGE_CACHE_ENTRIES, dtype=visual_dtype)
+        self._prepare_lock = threading.Lock()
         self.sessions = SessionStore(max_sessions=max_sessions)
         self.metrics.kv_budget.set(self.budget.budget)
         self._cond = threading.Condition()
@@ -196,20 +205,23 @@ class BatchedEngine:
     def _prepare(self, request: ModelRequest, prefix: str) -> tuple[list[int], Any, list[MediaBlock]]:
         """Render and preprocess the prompt (runs in a worker thread, many at once)."""
         model = self.model
-        prepared = build_prompt(
-            model.processor,
-            request.messages,
-            tools=request.tools,
-            family=model.family,
-            image_spec=model.image_spec,
-            template_renders_tools=model.template_renders_tools,
-            assistant_prefix=prefix,
-        )
+        with self._prepare_lock:  # the image cache is shared; preprocessing is GIL-bound anyway
+            prepared = build_prompt(
+                model.processor,
+                request.messages,
+                tools=request.tools,
+                family=model.family,
+                image_spec=model.image_spec,
+                template_renders_tools=model.template_renders_tools,
+                assistant_prefix=prefix,
+            )
+            last = self._images.last_keys
         inputs = prepared.inputs
         ids = [int(t) for t in inputs["input_ids"][0].tolist()]
-        return ids, inputs, self._media_blocks(ids, inputs)
+        keys = last[0] if last is not None and last[1] is inputs.get("pixel_values") else None
+        return ids, inputs, self._media_blocks(ids, inputs, image_keys=keys)
 
-    def _media_blocks(self, ids: list[int], inputs: Any) -> list[MediaBlock]:
+    def _media_blocks(self, ids: list[int], inputs: Any, *, image_keys: list[str] | None = None) -> list[MediaBlock]:
         blocks: list[MediaBlock] = []
         grids = inputs.get("image_grid_thw")
         if grids is not None:
@@ -217,7 +229,10 @@ class BatchedEngine:
             for n, (start, end) in enumerate(_runs(ids, self.image_token)):
                 grid = [int(v) for v in grids[n].tolist()]
                 rows = grid[0] * grid[1] * grid[2]
-                key = content_key(inputs["pixel_values"][row : row + rows], grid)
+                if image_keys is not None and len(image_keys) == len(grids):
+                    key = image_keys[n]
+                else:
+                    key = content_key(inputs["pixel_values"][row : row + rows], grid)
                 blocks.append(MediaBlock("image", start - 1, end, n, key))
                 row += rows
         features = inputs.get("input_features")
