@@ -159,3 +159,16 @@ def test_qwen25_omni_batched_equals_plain_generate(tiny_qwen25_omni_dir):
 
     assert asyncio.run(together()) == plain
     assert engine.metrics.value("omni_shared_decode_steps_total") >= 1
+
+
+def test_a_stop_string_ends_the_answer_and_is_not_returned(served_tiny_omni):
+    client = served_tiny_omni.client()
+    messages = [{"role": "user", "content": "count"}]
+    full = client.chat.completions.create(model="tiny-omni", messages=messages, max_tokens=10).choices[0].message.content
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    cut = client.chat.completions.create(model="tiny-omni", messages=messages, max_tokens=10, stop=[stop])
+    streamed = "".join(
+        c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="tiny-omni", messages=messages, max_tokens=10, stop=[stop], stream=True) if c.choices)
+    assert cut.choices[0].message.content == streamed == full[: full.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"

@@ -472,20 +472,30 @@ class BatchedEngine:
             seq.finish_reason = "stop"
             self._finish(seq)
             return
-        text = self._text(seq)
-        if len(text) > seq.emitted and not text.endswith("\ufffd"):
-            seq.post("text", text[seq.emitted :])
-            seq.emitted = len(text)
+        text = self._raw_text(seq)
         if seq.settings.stop and any(s in text for s in seq.settings.stop):
             seq.finish_reason = "stop"
             self._finish(seq)
-        elif len(seq.generated) >= seq.settings.max_new_tokens:
+            return
+        # Hold back a split multi-byte character, and a tail that may be the start of a stop string.
+        held = max((len(s) - 1 for s in seq.settings.stop), default=0)
+        ready = len(text) - held
+        if ready > seq.emitted and not text[:ready].endswith("\ufffd"):
+            seq.post("text", text[seq.emitted : ready])
+            seq.emitted = ready
+        if len(seq.generated) >= seq.settings.max_new_tokens:
             seq.finish_reason = "length"
             self._finish(seq)
 
-    def _text(self, seq: _Sequence) -> str:
+    def _raw_text(self, seq: _Sequence) -> str:
         ids = seq.generated[:-1] if seq.generated and seq.generated[-1] in self.stop_ids else seq.generated
         return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def _text(self, seq: _Sequence) -> str:
+        """The answer so far; ends before a stop token or the first stop string (not included)."""
+        text = self._raw_text(seq)
+        cuts = [text.find(s) for s in seq.settings.stop if s and s in text]
+        return text[: min(cuts)] if cuts else text
 
     def _finish(self, seq: _Sequence, *, error: Exception | None = None) -> None:
         seq.finished = True
