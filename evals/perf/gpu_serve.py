@@ -137,6 +137,10 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
         per_session = await asyncio.gather(*[
             gui_session(client, base, f"{tag}-{sessions}-{i}", requests, tools, args.call_tokens) for i in range(sessions)])
         gui_wall = time.perf_counter() - t0
+        done = [r for s in per_session for r in s]
+        log(f"  {sessions} sessions: {sum(r['tokens'] for r in done) / gui_wall:.1f} tok/s, step p50 "
+            f"{pct([r['ms'] for r in done], 0.5):.0f} ms p95 {pct([r['ms'] for r in done], 0.95):.0f} ms, max batch "
+            f"{metrics.value('omni_max_batch_size'):.0f}; now {sessions} spoken answers")
         spoken = await asyncio.gather(*[spoken_answer(client, base, args.answer_tokens) for _ in range(sessions)])
     rows = [r for s in per_session for r in s]
     tokens = sum(r["tokens"] for r in rows)
