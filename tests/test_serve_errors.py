@@ -140,3 +140,22 @@ def test_session_store_is_lru_and_counts_bytes():
     assert list(store.items) == ["b", "c"] and store.nbytes == 20
     assert store.take("b") is not None and store.take("b") is None
     assert store.evict_oldest() and not store.evict_oldest()
+
+
+def test_image_file_paths_only_under_the_allowed_directory(tmp_path):
+    from PIL import Image
+
+    allowed = tmp_path / "media"
+    allowed.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(allowed / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "outside.png")
+
+    def with_image(url: str) -> ChatCompletionRequest:
+        return _request(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}])
+
+    request, _ = to_model_request(with_image(f"file://{allowed / 'a.png'}"), ChatLimits(media_dir=str(allowed)))
+    assert request.messages[0].images[0].load().getpixel((0, 0)) == (1, 2, 3)
+    with pytest.raises(RequestError, match="not a file under the server's media directory"):
+        to_model_request(with_image(str(allowed / ".." / "outside.png")), ChatLimits(media_dir=str(allowed)))
+    with pytest.raises(RequestError, match="must be data URLs"):
+        to_model_request(with_image(str(allowed / "a.png")), ChatLimits())

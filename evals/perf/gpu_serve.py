@@ -126,6 +126,23 @@ async def spoken_answer(client, base: str, text_tokens: int) -> dict:
     return {"ttfa_ms": ((first_audio or t0) - t0) * 1000, "audio_s": audio_s, "rtf": talker_s / audio_s if audio_s else float("nan")}
 
 
+async def alone_vs_batched(base: str, n: int = 4, tokens: int = 8) -> dict:
+    """Greedy answers of ``n`` different prompts served one at a time, then all at once."""
+    import httpx
+
+    def body(i: int) -> dict:
+        return {"model": "qwen3-omni-30b-a3b-random", "max_tokens": tokens, "temperature": 0,
+                "messages": [{"role": "user", "content": f"Question {i}: " + "tell me more " * (i * 7 + 1)}]}
+
+    async with httpx.AsyncClient(timeout=None) as client:
+        alone = []
+        for i in range(n):
+            alone.append((await client.post(f"{base}/chat/completions", json=body(i))).json()["choices"][0]["message"]["content"])
+        together = await asyncio.gather(*[client.post(f"{base}/chat/completions", json=body(i)) for i in range(n)])
+    batched = [r.json()["choices"][0]["message"]["content"] for r in together]
+    return {"identical": sum(a == b for a, b in zip(alone, batched)), "of": n}
+
+
 async def run_level(base: str, sessions: int, args, requests: list, metrics, *, tag: str = "gui") -> dict:
     import httpx
 
@@ -193,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log("warm-up: one session step and one spoken answer")
         asyncio.run(run_level(server.base_url, 1, argparse.Namespace(**{**vars(args), "call_tokens": 4}), requests[:1], metrics, tag="warm"))
+        report["alone_vs_batched"] = asyncio.run(alone_vs_batched(server.base_url))
+        log(f"greedy answers alone vs in one batch (bf16): {report['alone_vs_batched']['identical']}/{report['alone_vs_batched']['of']} identical")
         for sessions in [int(s) for s in args.sessions.split(",") if s]:
             log(f"{sessions} concurrent sessions x {args.steps} steps, then {sessions} spoken answers")
             row = asyncio.run(run_level(server.base_url, sessions, args, requests, metrics))
