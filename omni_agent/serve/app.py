@@ -9,6 +9,7 @@ mounted when ``omni_agent.serve.realtime`` provides ``realtime_router``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -98,7 +99,10 @@ def create_app(
         started = time.perf_counter()
         body = _chat_body(await request.body())
         _check_model(body.model, name)
-        model_request, choice = to_model_request(body, limits)
+        if _has_media(body):  # decoding images / audio takes milliseconds: off the event loop
+            model_request, choice = await asyncio.to_thread(to_model_request, body, limits)
+        else:
+            model_request, choice = to_model_request(body, limits)
         job = CompletionJob(backend=backend, body=body, request=model_request, choice=choice,
                             metrics=metrics, model_name=name, started=started)
         if body.stream:
@@ -146,6 +150,14 @@ class _ApiKeyCheck:
 def _error(exc: RequestError) -> Any:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+def _has_media(body: ChatCompletionRequest) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(isinstance(p, dict) and p.get("type") != "text" for p in m["content"])
+        for m in body.messages
+        if isinstance(m, dict)
+    )
 
 
 def _model_card(name: str) -> dict[str, Any]:
