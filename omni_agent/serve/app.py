@@ -96,28 +96,40 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        started = time.perf_counter()
+        return await _answer_chat(request, backend=backend, metrics=metrics, limits=limits, name=name)
+
+    _mount_realtime(app, backend, api_key=api_key, metrics=metrics)
+    return app
+
+
+async def _answer_chat(request: Request, *, backend: ServeBackend, metrics: ServeMetrics, limits: ChatLimits, name: str) -> Any:
+    """``POST /v1/chat/completions``; every answer, error or not, is counted in ``omni_requests``."""
+    started = time.perf_counter()
+    try:
         body = _chat_body(await request.body())
         _check_model(body.model, name)
         if _has_media(body):  # decoding images / audio takes milliseconds: off the event loop
             model_request, choice = await asyncio.to_thread(to_model_request, body, limits)
         else:
             model_request, choice = to_model_request(body, limits)
-        job = CompletionJob(backend=backend, body=body, request=model_request, choice=choice,
-                            metrics=metrics, model_name=name, started=started)
-        if body.stream:
-            return await _streamed(job, metrics)
+    except RequestError as exc:
+        metrics.requests.labels("chat", str(exc.status)).inc()
+        raise
+    job = CompletionJob(backend=backend, body=body, request=model_request, choice=choice,
+                        metrics=metrics, model_name=name, started=started)
+    if body.stream:
+        return await _streamed(job, metrics)
+    status = "500"
+    try:
         with metrics.in_flight.labels("chat").track_inprogress():
-            try:
-                result = await job.complete()
-            except RequestError as exc:
-                metrics.requests.labels("chat", str(exc.status)).inc()
-                raise
-        metrics.requests.labels("chat", "200").inc()
-        return JSONResponse(result)
-
-    _mount_realtime(app, backend, api_key=api_key, metrics=metrics)
-    return app
+            result = await job.complete()
+        status = "200"
+    except RequestError as exc:
+        status = str(exc.status)
+        raise
+    finally:
+        metrics.requests.labels("chat", status).inc()
+    return JSONResponse(result)
 
 
 class _ApiKeyCheck:
