@@ -102,6 +102,11 @@ class BatchedEngine:
         self.text_config = text
         self.device = thinker.lm_head.weight.device
         self.dtype = thinker.lm_head.weight.dtype
+        if self.device.type == "cuda":
+            # Padded batches and reused prefixes reach sdpa with a mask, and a masked call may pick
+            # cuDNN, which builds a plan per new length (0.7-1.1 s each on an H200, docs/perf-gpu.md):
+            # every decode step has a new length. The memory-efficient kernel takes masks as well.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.image_token = int(_first_attr(cfg, "image_token_id", "image_token_index"))
         self.audio_token = int(_first_attr(cfg, "audio_token_id", "audio_token_index"))
         self.merge = int(getattr(cfg.vision_config, "spatial_merge_size", 2))
