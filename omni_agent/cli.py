@@ -364,12 +364,14 @@ def _mount_subcommands() -> None:
     from .console.cli import console_cmd
     from .eval.cli import eval_app
     from .mcp.cli import mcp_server_cmd
+    from .serve.cli import serve_cmd
     from .voice.cli import listen_cmd
 
     app.add_typer(eval_app, name="eval")
     app.command("listen")(listen_cmd)
     app.command("console")(console_cmd)
     app.command("mcp-server")(mcp_server_cmd)
+    app.command("serve")(serve_cmd)
 
 
 _mount_subcommands()

@@ -82,11 +82,14 @@ def run_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     unsafe_host: bool = typer.Option(False, "--unsafe-host", help="Run the model's shell commands on this machine (no sandbox) and approve every 'ask' of the policy."),
     allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even when episodes failed or errored."),
+    server: Optional[str] = typer.Option(None, "--server", help="Episodes use this OpenAI-compatible server (e.g. omni-agent serve) instead of loading MODEL."),
+    share: bool = typer.Option(True, "--share/--no-share", help="Load a local qwen-omni:/qwen-vl: MODEL once and serve it to every episode."),
 ) -> None:
     """Run every task of SUITE with MODEL and write results.jsonl, summary.json and index.html.
 
     Exit codes: 0 every episode passed; 1 an episode failed or errored (0 with --allow-failures);
     2 bad usage, suite or model spec; 130 interrupted (resume with --resume)."""
+    from ..serve.shared import shared_model_server, shares
     from .loading import check_task_tools, load_suite
     from .runner import run_suite
 
@@ -104,10 +107,16 @@ def run_cmd(
         if out is None and resume:
             raise typer.BadParameter("--resume needs --out (the run directory to continue)")
         run_dir = out or _default_out(suite)
-        summary = run_suite(
-            tasks, model=model, out=run_dir, suite=suite, workers=workers, retries=retries,
-            resume=resume, ray_address=ray, progress=progress, unsafe_host=unsafe_host,
-        )  # fmt: skip
+        serving = server is not None or (share and shares(model))
+        with shared_model_server(model, server_url=server) if serving else _not_shared(model) as shared:
+            summary = run_suite(
+                tasks, model=model, out=run_dir, suite=suite, workers=workers, retries=retries,
+                resume=resume, ray_address=ray, progress=progress, unsafe_host=unsafe_host,
+                episode_model=shared.episode_spec,
+            )  # fmt: skip
+            metrics_file = shared.write_metrics(run_dir)
+        if metrics_file is not None:
+            _err.print(f"served {escape(model)} once to every episode; server metrics: {escape(str(metrics_file))}")
     except typer.BadParameter:
         raise
     except KeyboardInterrupt:
@@ -127,6 +136,14 @@ def run_cmd(
     _print_summary(summary.model_dump(), run_dir)
     if (summary.failed or summary.errors) and not allow_failures:
         raise typer.Exit(1)
+
+
+def _not_shared(model: str) -> Any:
+    import contextlib
+
+    from ..serve.shared import SharedModel
+
+    return contextlib.nullcontext(SharedModel(spec=model, episode_spec=model))
 
 
 def _print_summary(s: dict[str, Any], run_dir: Path) -> None:

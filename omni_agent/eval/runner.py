@@ -315,13 +315,15 @@ def run_suite(
     report: bool = True,
     on_result: Callable[[EpisodeResult], None] | None = None,
     unsafe_host: bool = False,
+    episode_model: str | None = None,
 ) -> Summary:
     """Run every task once (skipping finished ones when resuming); write results.jsonl,
     summary.json and the HTML report into ``out``; return the summary.
 
     Episodes run their shell in the bubblewrap sandbox and deny "ask" decisions unless the task
     approves the tool (:mod:`.safety`); ``unsafe_host=True`` (``--unsafe-host``) runs the shell
-    on this machine and approves every ask."""
+    on this machine and approves every ask. ``episode_model``: the spec episodes load instead of
+    ``model`` (the server that serves ``model`` to the suite)."""
     if workers < 1:
         raise UserError("--workers must be >= 1")
     if retries < 0:
@@ -342,7 +344,7 @@ def run_suite(
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     info.update(
         suite=suite, model=model, policy=policy_label(model), scripted=is_reference(model) or model.startswith("scripted:"),
-        tasks=[t.id for t in tasks], workers=workers, ray=ray_address, host_mode=host_mode,
+        tasks=[t.id for t in tasks], workers=workers, ray=ray_address, host_mode=host_mode, served_as=episode_model,
     )  # fmt: skip
     info.setdefault("started_at", utc_now())
     info.setdefault("resumes", -1)
@@ -354,10 +356,11 @@ def run_suite(
     if ray_address:
         from .ray_runner import ray_results
 
-        stream = ray_results(pending, model=model, run_dir=run_dir, retries=retries, address=ray_address,
+        stream = ray_results(pending, model=episode_model or model, run_dir=run_dir, retries=retries, address=ray_address,
                              workers=workers, host_mode=host_mode)  # fmt: skip
     else:
-        stream = _local_results(pending, model=model, run_dir=run_dir, workers=workers, retries=retries, host_mode=host_mode)
+        stream = _local_results(pending, model=episode_model or model, run_dir=run_dir, workers=workers, retries=retries,
+                                host_mode=host_mode)  # fmt: skip
     bar = _Progress(len(tasks), len(done), enabled=progress, label=policy_label(model))
     try:
         with bar:

@@ -90,6 +90,9 @@ class OpenAICompatModel(Model):
             and the calls arrive as ``<tool_call>`` text) and remembers it.
         can_see, can_hear: What the served model accepts; images / audio sent to a model that
             cannot take them are refused with a clear ``UserError``.
+        can_speak: The server answers with speech (``omni-agent serve``, vLLM-Omni, Qwen's API):
+            a request with ``speak=True`` asks for ``modalities: ["text", "audio"]``; the audio is
+            read from ``message.audio``, a second choice (vLLM-Omni) or the stream's audio deltas.
         coordinate_space: The GUI coordinate convention of the served model.
         media_root: Base directory for relative media paths in the conversation.
         video_as: ``"data_url"`` (works with any server) or ``"file_url"`` (a server on this
@@ -113,6 +116,7 @@ class OpenAICompatModel(Model):
         tool_choice: ToolChoice | None = None,
         can_hear: bool = True,
         can_see: bool = True,
+        can_speak: bool = False,
         coordinate_space: CoordinateSpace = "relative_1000",
         media_root: str | os.PathLike[str] | None = None,
         image_quality: int = 85,
@@ -154,7 +158,7 @@ class OpenAICompatModel(Model):
             backend="openai",
             can_see=can_see,
             can_hear=can_hear,
-            can_speak=False,
+            can_speak=bool(can_speak),
             coordinate_space=coordinate_space,
             extra={"base_url": self.base_url},
         )
@@ -276,6 +280,9 @@ class OpenAICompatModel(Model):
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
+        if request.speak and self.info.can_speak:
+            body["modalities"] = ["text", "audio"]
+            body["audio"] = {"format": "wav" if not stream else "pcm16", **({"voice": request.voice} if request.voice else {})}
         body.update(self.extra_body)
         return body
 

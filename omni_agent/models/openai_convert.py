@@ -41,6 +41,8 @@ __all__ = [
     "ConversionOptions",
     "StreamAssembler",
     "audio_to_wav_base64",
+    "decode_audio_bytes",
+    "decode_audio_payload",
     "body_snippet",
     "messages_to_openai",
     "response_from_openai",
@@ -337,10 +339,16 @@ def response_from_openai(data: Any, *, raw: bytes | str = b"", where: str = "ser
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise ModelResponseError(f"{where} answered without choices: {body_snippet(raw)}")
-    choice = choices[0]
-    message = choice.get("message")
-    if not isinstance(message, dict):
+    # vLLM-Omni answers text + audio as two choices (text in one, audio in the other); OpenAI and
+    # SGLang-Omni as one message with ``audio``. Both are read: text from the first choice that
+    # has a message without audio data, audio from any choice that carries it.
+    messages = [c.get("message") for c in choices if isinstance(c, dict)]
+    if not isinstance(messages[0], dict):
         raise ModelResponseError(f"{where} answered without choices[0].message: {body_snippet(raw)}")
+    audio = next((decode_audio_payload(m["audio"]) for m in messages if isinstance(m, dict) and _has_audio(m)), None)
+    index = next((i for i, m in enumerate(messages) if isinstance(m, dict) and not (_has_audio(m) and not m.get("content"))), 0)
+    choice = choices[index]
+    message = messages[index]
     content = message.get("content") or ""
     if not isinstance(content, str):  # some servers echo a parts list
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -351,9 +359,40 @@ def response_from_openai(data: Any, *, raw: bytes | str = b"", where: str = "ser
         text=_with_thinking(_reasoning_of(message), content),
         raw_tool_calls=tool_calls,
         usage=_usage(data.get("usage")),
+        audio=audio,
         finish_reason=choice.get("finish_reason"),
         model=str(data.get("model") or ""),
     )
+
+
+def _has_audio(message: dict[str, Any]) -> bool:
+    audio = message.get("audio")
+    return isinstance(audio, dict) and isinstance(audio.get("data"), str) and bool(audio["data"])
+
+
+SPEECH_RATE = 24_000
+"""Sample rate of raw PCM16 audio from servers (OpenAI's and Qwen's hosted APIs send 24 kHz)."""
+
+
+def decode_audio_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """WAV (or another container soundfile reads) or raw little-endian PCM16 at 24 kHz."""
+    if data[:4] in (b"RIFF", b"fLaC", b"OggS"):
+        import soundfile
+
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return samples.mean(axis=1).astype(np.float32), int(rate)
+    pcm = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+    return (pcm.astype(np.float32) / 32768.0), SPEECH_RATE
+
+
+def decode_audio_payload(audio: dict[str, Any]) -> AudioPart | None:
+    """``message.audio`` ({data: base64, transcript}) -> AudioPart; None when it cannot be read."""
+    try:
+        samples, rate = decode_audio_bytes(base64.b64decode(audio["data"]))
+    except Exception:  # a server's broken audio must not lose the text answer
+        return None
+    transcript = audio.get("transcript")
+    return AudioPart.from_array(samples, rate, transcript=transcript if isinstance(transcript, str) else None)
 
 
 class StreamAssembler:
@@ -373,6 +412,9 @@ class StreamAssembler:
         self.finish_reason: str | None = None
         self.model = ""
         self.chunks = 0
+        self._audio: list[np.ndarray] = []
+        self._audio_rate = SPEECH_RATE
+        self._transcript: list[str] = []
 
     def feed(self, chunk: Any) -> str:
         if not isinstance(chunk, dict):
@@ -384,10 +426,13 @@ class StreamAssembler:
         if chunk.get("usage"):
             self.usage = _usage(chunk["usage"])
         out: list[str] = []
+        audio_chunk = chunk.get("modality") == "audio"  # vLLM-Omni: audio travels in its own chunks
         for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") or {}
+            if self._take_audio(delta, audio_chunk) or choice.get("index", 0) != 0:
+                continue
             reasoning = _reasoning_of(delta)
             if reasoning:
                 out.append(reasoning if self._in_thinking else "<think>" + reasoning)
@@ -402,6 +447,26 @@ class StreamAssembler:
         text = "".join(out)
         self._parts.append(text)
         return text
+
+    def _take_audio(self, delta: Any, audio_chunk: bool) -> bool:
+        """Collect streamed speech (``delta.audio`` or a vLLM-Omni audio chunk); True when the
+        delta was audio only."""
+        if not isinstance(delta, dict):
+            return False
+        audio = delta.get("audio")
+        data = audio.get("data") if isinstance(audio, dict) else None
+        if audio_chunk and data is None and isinstance(delta.get("content"), str):
+            data = delta["content"]
+        if isinstance(audio, dict) and isinstance(audio.get("transcript"), str):
+            self._transcript.append(audio["transcript"])
+        if isinstance(data, str) and data:
+            try:
+                samples, rate = decode_audio_bytes(base64.b64decode(data))
+            except Exception:  # undecodable audio is dropped, the text answer is kept
+                return audio_chunk
+            self._audio.append(samples)
+            self._audio_rate = rate
+        return audio_chunk or (isinstance(audio, dict) and not delta.get("content") and not delta.get("tool_calls"))
 
     def _close_thinking(self) -> str:
         if self._in_thinking:
@@ -433,7 +498,14 @@ class StreamAssembler:
             text="".join(self._parts),
             raw_tool_calls=calls,
             usage=self.usage,
+            audio=self._audio_part(),
             finish_reason=self.finish_reason,
             model=self.model,
         )
         return tail, response
+
+    def _audio_part(self) -> AudioPart | None:
+        if not self._audio:
+            return None
+        transcript = "".join(self._transcript) or None
+        return AudioPart.from_array(np.concatenate(self._audio), self._audio_rate, transcript=transcript)

@@ -56,6 +56,7 @@ _OPENAI_OPTIONS: dict[str, str] = {
     "tool_choice": "tool_choice",
     "can_hear": "can_hear",
     "can_see": "can_see",
+    "can_speak": "can_speak",
     "coordinate_space": "coordinate_space",
     "media_root": "media_root",
     "image_quality": "image_quality",

@@ -1,0 +1,242 @@
+"""``omni-agent serve`` on the GPU: concurrent GUI sessions and spoken answers through HTTP.
+
+Builds the full-size Qwen3-Omni-30B-A3B (Thinker + Talker) with random bf16 weights on the GPU
+(gpu_smoke's builder), serves it with the batched engine (``omni_agent.serve``) on 127.0.0.1 and
+drives it with real HTTP clients:
+
+* GUI sessions: 1, 4 and 16 concurrent 10-step episodes (gpu_step's scenario: each step adds a
+  tool result with a new 1280x704 screenshot and the model answers with a 40-token call), each
+  session its own ``session_id`` so its KV prefix is reused from step to step;
+* spoken answers: the same number of concurrent streamed requests with
+  ``modalities: ["text", "audio"]``: request in -> Thinker text -> Talker -> first audio delta.
+
+Printed per concurrency: aggregate decode throughput (completion tokens / wall time), step
+latency p50 / p95, time to first audio p50 / max and the Talker's real-time factor (Talker time
+/ audio time), plus the engine's largest decode batch and its KV reuse.
+
+    python evals/perf/gpu_serve.py                      # exits 2 with a clear message without CUDA
+    python evals/perf/gpu_serve.py --sessions 1,4,16 --json $OUT/gpu_serve.json
+    python evals/perf/gpu_serve.py --dry-run            # tiny model on CPU: checks the script only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
+
+import gpu_smoke  # noqa: E402
+import gpu_step  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(f"[gpu_serve {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def build_served_model(args):
+    """The random full-size model (or the tiny one for --dry-run) wrapped in the real backend."""
+    import torch
+
+    from omni_agent.runtime import QwenOmniModel, SpeechSettings
+    from omni_agent.runtime.synthetic import qwen3_omni_config_from_arch, tiny_config
+
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
+    if args.dry_run:
+        config = tiny_config("qwen3_omni")
+    else:
+        config = qwen3_omni_config_from_arch(json.loads(args.arch.read_text()), enable_audio_output=True)
+    t0 = time.perf_counter()
+    model = gpu_smoke.build_random_model(config, device, dtype=torch.float32 if args.dry_run else torch.bfloat16)
+    log(f"built {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B params (Thinker + Talker) in {time.perf_counter() - t0:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        processor = gpu_smoke.build_processor(Path(tmp))
+    # Random weights: fix the Talker's frames per text token so every answer has a known length.
+    speech = SpeechSettings(seed=0, min_frames_per_token=args.frames_per_token, max_frames_per_token=args.frames_per_token)
+    return QwenOmniModel.from_objects(model, processor, name="qwen3-omni-30b-a3b-random", speech=speech), device
+
+
+def session_requests(steps: int):
+    """Per step, the OpenAI ``messages`` of gpu_step's GUI episode up to that step."""
+    from omni_agent.models.openai_convert import messages_to_openai
+
+    head, turns = gpu_step.episode_messages(steps, tool_text="Work step by step; answer with exactly one tool call per step.")
+    transcript = list(head)
+    out = []
+    for step in range(steps):
+        out.append(messages_to_openai(transcript))
+        transcript.extend(turns[step])
+    return out
+
+
+async def gui_session(client, base: str, sid: str, requests: list, tools: list, call_tokens: int) -> list[dict]:
+    rows = []
+    for messages in requests:
+        t0 = time.perf_counter()
+        r = await client.post(f"{base}/chat/completions", json={
+            "model": "qwen3-omni-30b-a3b-random", "messages": messages, "tools": tools, "max_tokens": call_tokens,
+            "temperature": 0, "session_id": sid, "tool_choice": "none"})
+        r.raise_for_status()
+        usage = r.json()["usage"]
+        rows.append({"ms": (time.perf_counter() - t0) * 1000, "tokens": usage["completion_tokens"],
+                     "prompt": usage["prompt_tokens"], "cached": usage["prompt_tokens_details"]["cached_tokens"]})
+    return rows
+
+
+async def spoken_answer(client, base: str, text_tokens: int) -> dict:
+    body = {"model": "qwen3-omni-30b-a3b-random", "stream": True, "max_tokens": text_tokens, "temperature": 0,
+            "modalities": ["text", "audio"], "audio": {"voice": "Ethan", "format": "pcm16"},
+            "messages": [{"role": "user", "content": "In one sentence, what is on the screen?"}]}
+    t0 = time.perf_counter()
+    first_audio = last_audio = last_text = None
+    samples = 0
+    async with client.stream("POST", f"{base}/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    last_text = time.perf_counter()
+                if delta.get("audio"):
+                    now = time.perf_counter()
+                    first_audio = first_audio or now
+                    last_audio = now
+                    samples += len(base64.b64decode(delta["audio"]["data"])) // 2
+    audio_s = samples / 24_000
+    talker_s = (last_audio or t0) - (last_text or t0)
+    return {"ttfa_ms": ((first_audio or t0) - t0) * 1000, "audio_s": audio_s, "rtf": talker_s / audio_s if audio_s else float("nan")}
+
+
+async def alone_vs_batched(base: str, n: int = 4, tokens: int = 8) -> dict:
+    """Greedy answers of ``n`` different prompts served one at a time, then all at once."""
+    import httpx
+
+    def body(i: int) -> dict:
+        return {"model": "qwen3-omni-30b-a3b-random", "max_tokens": tokens, "temperature": 0,
+                "messages": [{"role": "user", "content": f"Question {i}: " + "tell me more " * (i * 7 + 1)}]}
+
+    async with httpx.AsyncClient(timeout=None) as client:
+        alone = []
+        for i in range(n):
+            alone.append((await client.post(f"{base}/chat/completions", json=body(i))).json()["choices"][0]["message"]["content"])
+        together = await asyncio.gather(*[client.post(f"{base}/chat/completions", json=body(i)) for i in range(n)])
+    batched = [r.json()["choices"][0]["message"]["content"] for r in together]
+    return {"identical": sum(a == b for a, b in zip(alone, batched)), "of": n}
+
+
+async def run_level(base: str, sessions: int, args, requests: list, metrics, *, tag: str = "gui") -> dict:
+    import httpx
+
+    tools = gpu_smoke.TOOLS + gpu_step.EXTRA_TOOLS
+    shared_before = metrics.value("omni_shared_decode_steps_total")
+    steps_before = metrics.value("omni_decode_steps_total")
+    async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=64)) as client:
+        t0 = time.perf_counter()
+        per_session = await asyncio.gather(*[
+            gui_session(client, base, f"{tag}-{sessions}-{i}", requests, tools, args.call_tokens) for i in range(sessions)])
+        gui_wall = time.perf_counter() - t0
+        done = [r for s in per_session for r in s]
+        log(f"  {sessions} sessions: {sum(r['tokens'] for r in done) / gui_wall:.1f} tok/s, step p50 "
+            f"{pct([r['ms'] for r in done], 0.5):.0f} ms p95 {pct([r['ms'] for r in done], 0.95):.0f} ms, max batch "
+            f"{metrics.value('omni_max_batch_size'):.0f}; now {sessions} spoken answers")
+        spoken = await asyncio.gather(*[spoken_answer(client, base, args.answer_tokens) for _ in range(sessions)])
+    rows = [r for s in per_session for r in s]
+    tokens = sum(r["tokens"] for r in rows)
+    return {
+        "sessions": sessions,
+        "steps": len(rows),
+        "tokens_per_s": tokens / gui_wall,
+        "wall_s": gui_wall,
+        "step_p50_ms": pct([r["ms"] for r in rows], 0.5),
+        "step_p95_ms": pct([r["ms"] for r in rows], 0.95),
+        "last_prompt_tokens": rows[-1]["prompt"],
+        "cached_share": sum(r["cached"] for r in rows) / max(1, sum(r["prompt"] for r in rows)),
+        "decode_steps": metrics.value("omni_decode_steps_total") - steps_before,
+        "shared_decode_steps": metrics.value("omni_shared_decode_steps_total") - shared_before,
+        "max_batch": metrics.value("omni_max_batch_size"),
+        "ttfa_p50_ms": pct([s["ttfa_ms"] for s in spoken], 0.5),
+        "ttfa_max_ms": max(s["ttfa_ms"] for s in spoken),
+        "talker_rtf_median": statistics.median(s["rtf"] for s in spoken),
+        "audio_s_median": statistics.median(s["audio_s"] for s in spoken),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=Path, default=gpu_smoke.DEFAULT_ARCH)
+    parser.add_argument("--sessions", default="1,4,16")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--call-tokens", type=int, default=40)
+    parser.add_argument("--answer-tokens", type=int, default=15, help="text tokens of each spoken answer")
+    parser.add_argument("--frames-per-token", type=float, default=2.0, help="Talker frames (80 ms) per text token")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
+    args = parser.parse_args(argv)
+    refused = gpu_smoke.require_torch_cuda("gpu_serve", "the full-size Qwen3-Omni-30B-A3B with its Talker", allow_cpu=args.dry_run)
+    if refused is not None:
+        return refused
+    from omni_agent.serve.app import create_app
+    from omni_agent.serve.engine import BatchedEngine
+    from omni_agent.serve.metrics import ServeMetrics
+    from omni_agent.serve.server import BackgroundServer
+
+    report: dict = gpu_smoke.run_report("gpu_serve")
+    qwen, device = build_served_model(args)
+    metrics = ServeMetrics()
+    engine = BatchedEngine(qwen, metrics=metrics)
+    server = BackgroundServer(create_app(engine, metrics=metrics)).start()
+    log(f"serving on {server.base_url}; KV budget {engine.budget.budget / 2**30:.1f} GiB ({engine.budget.per_token} B/token)")
+    requests = session_requests(args.steps)
+    levels = []
+    try:
+        log("warm-up: one session step and one spoken answer")
+        asyncio.run(run_level(server.base_url, 1, argparse.Namespace(**{**vars(args), "call_tokens": 4}), requests[:1], metrics, tag="warm"))
+        report["alone_vs_batched"] = asyncio.run(alone_vs_batched(server.base_url))
+        log(f"greedy answers alone vs in one batch (bf16): {report['alone_vs_batched']['identical']}/{report['alone_vs_batched']['of']} identical")
+        for sessions in [int(s) for s in args.sessions.split(",") if s]:
+            log(f"{sessions} concurrent sessions x {args.steps} steps, then {sessions} spoken answers")
+            row = asyncio.run(run_level(server.base_url, sessions, args, requests, metrics))
+            levels.append(row)
+            log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
+            if args.json is not None:  # kept after every level: a run cut short still leaves its figures
+                args.json.write_text(json.dumps({**report, "levels": levels}, indent=2))
+    finally:
+        server.stop()
+    report["levels"] = levels
+    print(f"\nmachine     {report['machine']}; torch {report['torch']}, transformers {report['transformers']}, {report['date']}")
+    print("engine      omni_agent.serve BatchedEngine: plain transformers path (eager, DynamicCache), continuous batching, session KV reuse")
+    print(f"{'sessions':>8} {'tok/s':>8} {'step p50':>9} {'step p95':>9} {'TTFA p50':>9} {'TTFA max':>9} {'RTF':>6} {'max batch':>9} {'reused':>7}")
+    for r in levels:
+        print(f"{r['sessions']:>8} {r['tokens_per_s']:>8.1f} {r['step_p50_ms']:>7.0f}ms {r['step_p95_ms']:>7.0f}ms "
+              f"{r['ttfa_p50_ms']:>7.0f}ms {r['ttfa_max_ms']:>7.0f}ms {r['talker_rtf_median']:>6.2f} {r['max_batch']:>9.0f} "
+              f"{r['cached_share'] * 100:>6.0f}%")
+    if len(levels) >= 2:
+        one, many = levels[0], levels[-1]
+        print(f"throughput x{many['tokens_per_s'] / one['tokens_per_s']:.1f} at {many['sessions']} sessions (target >= 8x); "
+              f"step p95 x{many['step_p95_ms'] / one['step_p95_ms']:.1f} (target <= 2x)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
