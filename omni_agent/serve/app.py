@@ -4,7 +4,7 @@ Importing this module needs the ``serve`` extra (FastAPI, uvicorn, sse-starlette
 
 ``create_app(backend)`` serves any ``ServeBackend``: the batched engine over a local model, the
 serial baseline, or a no-op backend (the overhead benchmark). The Realtime WebSocket route is
-mounted when ``omni_agent.serve.realtime`` provides ``realtime_router``.
+mounted from ``omni_agent.serve.realtime`` (``realtime_router``).
 """
 
 from __future__ import annotations
@@ -133,19 +133,17 @@ async def _answer_chat(request: Request, *, backend: ServeBackend, metrics: Serv
 
 
 class _ApiKeyCheck:
-    """Pure ASGI middleware (cheaper than a decorator middleware): every HTTP request and
-    WebSocket handshake but ``/health`` must carry the key (``Authorization: Bearer KEY``, or
-    ``api-key: KEY`` as Azure-style clients send it)."""
+    """Pure ASGI middleware (cheaper than a decorator middleware): every HTTP request but
+    ``/health`` must carry the key (``Authorization: Bearer KEY``, or ``api-key: KEY`` as
+    Azure-style clients send it). WebSocket routes check it themselves: browsers cannot set
+    headers there and send the key as a subprotocol (``serve/realtime.py``)."""
 
     def __init__(self, app: Any, *, api_key: str) -> None:
         self.app = app
         self.api_key = api_key.encode()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"] not in _OPEN_PATHS and not self._authorised(scope):
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008, "reason": "missing or invalid API key"})
-                return
+        if scope["type"] == "http" and scope["path"] not in _OPEN_PATHS and not self._authorised(scope):
             error = _error(RequestError("missing or invalid API key (Authorization: Bearer KEY)", status=401,
                                         code="invalid_api_key", kind="authentication_error"))
             await error(scope, receive, send)
@@ -244,8 +242,6 @@ def _sse(payload: Any) -> bytes:
 
 
 def _mount_realtime(app: Any, backend: ServeBackend, *, api_key: str | None, metrics: ServeMetrics) -> None:
-    try:
-        from .realtime import realtime_router  # type: ignore[attr-defined]
-    except ImportError:
-        return
+    from .realtime import realtime_router
+
     app.include_router(realtime_router(backend, api_key=api_key, metrics=metrics))

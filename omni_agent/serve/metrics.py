@@ -55,6 +55,20 @@ class ServeMetrics:
         if size > self.max_batch_size._value.get():  # noqa: SLF001 - prometheus has no public getter
             self.max_batch_size.set(size)
 
+    # -- the hooks serve/realtime.py calls (one Realtime response = one request) --------------
+    def request_started(self, endpoint: str) -> None:
+        self.in_flight.labels(endpoint=endpoint).inc()
+
+    def request_finished(self, endpoint: str, status: str = "200") -> None:
+        self.in_flight.labels(endpoint=endpoint).dec()
+        self.requests.labels(endpoint=endpoint, status=status).inc()
+
+    def observe_first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def observe_first_audio(self, seconds: float) -> None:
+        self.ttfa.observe(seconds)
+
     def render(self) -> tuple[bytes, str]:
         """(body, content type) of the Prometheus text exposition."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
