@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_eval_smoke_with_a_local_checkpoint_loads_it_once(tmp_path: Path, tiny_qwen3_omni_dir: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "omni_agent.eval.cli", "smoke", "--model", f"qwen-omni:{tiny_qwen3_omni_dir}",
-           "--workers", "2", "--only", "shell,files", "--limit", "4", "--out", str(run), "--no-progress"]
+           "--workers", "2", "--only", "shell,files", "--limit", "4", "--out", str(run), "--no-progress", "--allow-failures"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
     metrics = (run / "server-metrics.txt").read_text()
@@ -72,7 +72,8 @@ def test_load_model_openai_and_the_run_command_use_the_server(served_tiny_omni, 
         [sys.executable, "-m", "omni_agent.cli", "run", "say hi", "--model", f"openai:{served_tiny_omni.base_url}#tiny-omni",
          "--tools", "files", "--max-steps", "1", "--max-new-tokens", "8", "--trajectory", str(tmp_path / "traj"), "--workspace", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert out.returncode in (0, 1), out.stdout + out.stderr
+    # 0 answered; 3 stopped without an answer (a random tiny model is cut off at 8 tokens): either way it ran
+    assert out.returncode in (0, 3), out.stdout + out.stderr
     meta = json.loads(next((tmp_path / "traj").rglob("meta.json")).read_text())
     assert "tiny-omni" in json.dumps(meta)
 
