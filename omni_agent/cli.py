@@ -187,8 +187,20 @@ def run_cmd(
     if ui:
         from .console.cli import run_with_ui
 
+        # The console runs with its own settings (approvals, speech and voice in the page): an
+        # option it would not honour is refused, never silently dropped.
+        unsupported = [flag for flag, given in (
+            ("--audio", audio is not None), ("--image", bool(image)), ("--max-seconds", max_seconds is not None),
+            ("--yes", yes), ("--speak-to", speak_to is not None), ("--voice", voice is not None),
+            ("--language", language is not None), ("--system", system is not None), ("--json", as_json),
+            ("--sandbox", sandbox is not None), ("--max-new-tokens", max_new_tokens != 1024),
+            ("--temperature", temperature != 0.0), ("--seed", seed is not None),
+        ) if given]  # fmt: skip
+        if unsupported:
+            raise UserError(f"--ui does not take {', '.join(unsupported)}: the console runs with its own settings")
         runs = trajectory or Path("runs")
-        return run_with_ui(instruction, model=model, tools=tools, workspace=workspace, runs=runs, max_steps=max_steps)
+        return run_with_ui(instruction, model=model, tools=tools, workspace=workspace, runs=runs, max_steps=max_steps,
+                           observe=observe, speech_engine=speech_engine)  # fmt: skip
     from .display import LiveDisplay
     from .loop import Agent, StopReason
     from .messages import AudioPart, ImagePart

@@ -87,3 +87,14 @@ def test_run_with_ui_starts_the_run_at_once(tmp_path):
         assert detail["steps"][0]["calls"][0]["name"] == "file_create"
     finally:
         _stop(proc)
+
+
+def test_run_with_ui_refuses_options_the_console_would_not_honour(tmp_path):
+    script = _script(tmp_path, ["Done."])
+    out = subprocess.run(
+        [sys.executable, "-m", "omni_agent.cli", "run", "hi", "--model", f"scripted:{script}", "--ui", "--yes", "--seed", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--ui does not take --yes, --seed" in out.stderr
+    assert not out.stdout.startswith("http://")  # refused before any server started

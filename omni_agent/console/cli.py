@@ -100,7 +100,10 @@ def console_cmd(
            max_steps=max_steps, speak=speak, speech_engine=speech_engine, observe=observe, instruction=None)  # fmt: skip
 
 
-def run_with_ui(instruction: str, *, model: str, tools: str, workspace: Path, runs: Path, max_steps: int) -> None:
+def run_with_ui(
+    instruction: str, *, model: str, tools: str, workspace: Path, runs: Path, max_steps: int,
+    observe: str = "", speech_engine: str = "auto",
+) -> None:  # fmt: skip
     """``omni-agent run INSTRUCTION --ui``: the console, with this run started at once.
 
     Listens on 127.0.0.1, port $OMNI_CONSOLE_PORT (default 7860; 0 = any free port)."""
@@ -108,7 +111,7 @@ def run_with_ui(instruction: str, *, model: str, tools: str, workspace: Path, ru
         raise UserError("--ui needs a typed instruction (speak later commands in the page)")
     port = int(os.environ.get("OMNI_CONSOLE_PORT", "7860"))
     _serve(model=model, tools=tools, host="127.0.0.1", port=port, workspace=workspace, runs=runs, display=None,
-           max_steps=max_steps, speak=True, speech_engine="auto", observe="", instruction=instruction)  # fmt: skip
+           max_steps=max_steps, speak=True, speech_engine=speech_engine, observe=observe, instruction=instruction)  # fmt: skip
 
 
 def _serve(*, host: str, port: int, instruction: Optional[str], **build: Any) -> None:
