@@ -23,7 +23,7 @@ from .flags import DebugAnywhereGroup
 app = typer.Typer(
     cls=DebugAnywhereGroup,
     name="omni-agent",
-    help="Tool-calling multimodal agents on Qwen-Omni: run, inspect tools, debug parsing, replay.\n\n"
+    help="Tool-calling multimodal agents on Qwen-Omni: run, watch, serve, evaluate, replay.\n\n"
     "Exit codes: 0 success; 1 failure (see each command); 2 bad usage or configuration; 130 interrupted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -355,6 +355,7 @@ def replay_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Re-execute a trajectory's recorded calls without a model; report where the world diverged.
+
     Shell commands run only in the recorded (or given) workspace and sandbox, under the run's policy.
 
     Exit codes: 0 every call gave the recorded result; 1 the replay diverged; 2 bad input."""

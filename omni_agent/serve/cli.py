@@ -23,7 +23,7 @@ def serve_cmd(
     media_dir: Optional[str] = typer.Option(None, "--media-dir", help="Allow image file paths under this directory."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name clients use (default: the checkpoint's)."),
 ) -> None:
-    """Serve one resident model over OpenAI Chat Completions (and Realtime when available)."""
+    """Serve one resident model over OpenAI Chat Completions and Realtime."""
     from rich.console import Console
 
     from .app import create_app
