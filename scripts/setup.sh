@@ -58,7 +58,7 @@ if [[ ! -f $stamp || "$(cat $stamp)" != "$want" ]]; then
   mapfile -t TORCH_CHOICE < <("$VPY" scripts/torch_choice.py)
   log "installing torch: ${TORCH_CHOICE[-1]#\# }"
   pip_quiet install -q "${TORCH_CHOICE[@]:0:${#TORCH_CHOICE[@]}-1}"
-  log "torch $("$VPY" -c 'import torch; print(torch.__version__, "with CUDA", torch.version.cuda) if torch.version.cuda else print(torch.__version__, "(CPU build)")')"
+  log "torch $("$VPY" -W ignore -c 'import torch; print(torch.__version__, "with CUDA", torch.version.cuda) if torch.version.cuda else print(torch.__version__, "(CPU build)")')"
   log "installing omni-agent[dev] (editable)"
   pip_quiet install -q -e ".[dev]"
   echo "$want" > $stamp
