@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +68,27 @@ def test_a_persistent_session_keeps_state_through_the_relay(tmp_path: Path, two_
     [shell] = shell_tools(workspace=tmp_path, sandbox="bubblewrap", local_ports=(allowed,), persistent=True)
     first, second = _run(shell, [f"export U=http://127.0.0.1:{allowed}/", 'curl -sS "$U"'], tmp_path)
     assert "[exit code 0]" in first and f"hello from {allowed}" in second
+
+
+def test_a_checkout_and_venv_under_tmp_still_reach_the_port(tmp_path: Path, two_servers: tuple[int, int], monkeypatch) -> None:  # noqa: ANN001
+    """The sandbox hides the host's /tmp under an empty tmpfs; a clone in /tmp (its venv python and
+    the relay script) must still work, as CI clones wherever it likes."""
+    import os
+    import shutil
+    import sys
+
+    from omni_agent.tools import sandbox_bridge
+
+    checkout = Path(tempfile.mkdtemp(prefix="omni-clone-", dir="/tmp"))
+    try:
+        (checkout / "bin").mkdir()
+        os.symlink(os.path.realpath(sys.executable), checkout / "bin" / "python")  # a venv's python is a symlink
+        shutil.copy(sandbox_bridge.RELAY_SCRIPT, checkout / "_sandbox_relay.py")
+        monkeypatch.setattr(sys, "executable", str(checkout / "bin" / "python"))
+        monkeypatch.setattr(sandbox_bridge, "RELAY_SCRIPT", checkout / "_sandbox_relay.py")
+        allowed, _ = two_servers
+        [shell] = shell_tools(workspace=tmp_path, sandbox="bubblewrap", local_ports=(allowed,))
+        [out] = _run(shell, [f"curl -sS http://127.0.0.1:{allowed}/"], tmp_path)
+        assert f"hello from {allowed}" in out and "[exit code 0]" in out
+    finally:
+        shutil.rmtree(checkout, ignore_errors=True)

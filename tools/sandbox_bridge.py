@@ -11,6 +11,7 @@ reachable; every other address stays unreachable.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import sys
@@ -67,10 +68,18 @@ class LoopbackBridge:
             threading.Thread(target=_accept_loop, args=(listener, port), daemon=True, name=f"sandbox-net-{port}").start()
         self._finalizer = weakref.finalize(self, LoopbackBridge._cleanup, list(self._listeners), self.folder)
 
-    def wrap(self, argv: list[str], *, python: str = sys.executable) -> list[str]:
-        """``argv`` run under the in-sandbox relay (listening on the allowed ports first)."""
+    def wrap(self, argv: list[str], *, python: str | None = None) -> list[str]:
+        """``argv`` run under the in-sandbox relay (listening on the allowed ports first).
+
+        The sandbox hides the host's /tmp under an empty tmpfs, and a checkout (its venv and this
+        script) may live there: the relay runs from a copy in the bridge folder (bound into the
+        sandbox) on the real interpreter behind the venv's symlink (``-I -S``: stdlib only)."""
         ports = ",".join(map(str, self.ports))
-        return [python, "-I", "-S", str(RELAY_SCRIPT), str(self.folder), ports, "--", *argv]
+        python = python or os.path.realpath(sys.executable)
+        relay = self.folder / RELAY_SCRIPT.name
+        if not relay.exists():
+            shutil.copyfile(RELAY_SCRIPT, relay)
+        return [python, "-I", "-S", str(relay), str(self.folder), ports, "--", *argv]
 
     def close(self) -> None:
         self._finalizer()
