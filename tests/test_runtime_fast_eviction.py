@@ -133,7 +133,7 @@ def test_the_last_prompt_token_is_always_recomputed_and_images_are_kept_whole():
 # -- the tiny model, CPU, float32 ------------------------------------------------------------
 
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - the qwen extra is part of every test install
 
 
 def _wide_shot(i: int):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - the qwen extra is part of every test install
 
 from omni_agent.runtime.fast.device_image import accepts, device_image_spec, preprocess_on_device  # noqa: E402
 from omni_agent.runtime.fast.layers import attention_at_slots, attention_prefill  # noqa: E402
