@@ -36,7 +36,11 @@ def test_served_app_mounts_realtime_with_the_key_and_counts_it(forced_qwen3) -> 
     from omni_agent.serve.app import create_app
     from omni_agent.serve.backend import SerialBackend
 
-    app = create_app(SerialBackend(forced_qwen3(["Hello there."])), api_key="sekret")
+    class SharedModelBackend(SerialBackend):
+        async def aclose(self) -> None:  # the tiny model is the session's fixture: others use it after us
+            pass
+
+    app = create_app(SharedModelBackend(forced_qwen3(["Hello there."])), api_key="sekret")
     server, port = _serve(app)
     url = f"ws://127.0.0.1:{port}/v1/realtime?model=tiny"
 
