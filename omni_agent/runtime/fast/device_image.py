@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The processor's resize rule, the one the coordinate mapping uses too (tested against the processor).
+from ...coords import smart_resize
+
 __all__ = ["DeviceImageSpec", "device_image_spec", "preprocess_on_device", "smart_resize"]
 
 _DEFAULT_ONLY = {"return_tensors"}
@@ -74,27 +77,6 @@ def device_image_spec(processor: Any) -> DeviceImageSpec | None:
 def accepts(kwargs: dict[str, Any]) -> bool:
     """True when a processor call with ``kwargs`` asks for nothing the device path changes."""
     return set(kwargs) <= _DEFAULT_ONLY
-
-
-def smart_resize(height: int, width: int, *, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's target size: both sides multiples of ``factor``, the pixel count within
-    [min_pixels, max_pixels], the aspect ratio kept (the processor's own rule; its module needs
-    torchvision in some transformers versions, so it is restated here and tested against it)."""
-    import math
-
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 def preprocess_on_device(image: Any, spec: DeviceImageSpec, *, device: Any, dtype: Any) -> tuple[Any, Any]:
