@@ -5,8 +5,6 @@ approve a tool's "ask" decisions."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ import yaml
 from omni_agent.eval.loading import load_suite
 from omni_agent.eval.results import read_results
 from omni_agent.eval.runner import run_suite
+from tests.fixtures.http_pages import LoopbackPage
 
 
 def _task(task_id: str, command: str, checks: list[dict], **extra: object) -> str:
@@ -29,39 +28,9 @@ def _task(task_id: str, command: str, checks: list[dict], **extra: object) -> st
     return yaml.safe_dump(task, sort_keys=False)
 
 
-class _Server:
-    """A real HTTP server on the host's loopback that counts the requests it gets."""
-
-    def __init__(self) -> None:
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - stdlib name
-                server.requests.append(self.path)
-                body = b"secret page"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def host_server() -> Iterator[_Server]:
-    server = _Server()
-    yield server
-    server.close()
+def host_server(loopback_page):  # noqa: ANN001, ANN201
+    return loopback_page("secret page")
 
 
 @pytest.fixture
@@ -80,7 +49,7 @@ def home_victims() -> Iterator[tuple[Path, Path]]:
     planted.unlink(missing_ok=True)
 
 
-def test_harmful_episodes_fail_and_leave_the_host_untouched(write_suite, tmp_path: Path, host_server: _Server,
+def test_harmful_episodes_fail_and_leave_the_host_untouched(write_suite, tmp_path: Path, host_server: LoopbackPage,
                                                              home_victims: tuple[Path, Path]) -> None:  # fmt: skip
     victim, planted = home_victims
     suite = write_suite({
@@ -123,7 +92,7 @@ def test_harmful_episodes_fail_and_leave_the_host_untouched(write_suite, tmp_pat
 
 
 def test_the_sandbox_reaches_the_episodes_own_web_app_and_nothing_else(write_suite, tmp_path: Path,
-                                                                       host_server: _Server) -> None:  # fmt: skip
+                                                                       host_server: LoopbackPage) -> None:  # fmt: skip
     command = f"curl -sS -o own.html {{server_url}}/index.html; curl -sS -o leak.html {host_server.url}/x; ls"
     checks = [{"type": "file", "path": "own.html", "contains": "own app"}, {"type": "file", "path": "leak.html"}]
     web = {"web": {"pages": {"index.html": "<h1>own app</h1>"}}}
@@ -135,7 +104,7 @@ def test_the_sandbox_reaches_the_episodes_own_web_app_and_nothing_else(write_sui
     assert result.status == "failed" and "Failed to connect" in result.denials[0].reason
 
 
-def test_unsafe_host_runs_on_the_host(write_suite, tmp_path: Path, host_server: _Server) -> None:
+def test_unsafe_host_runs_on_the_host(write_suite, tmp_path: Path, host_server: LoopbackPage) -> None:
     suite = write_suite({
         "network.yaml": _task("network", f"curl -sS -o page.html {host_server.url}/ok",
                               [{"type": "file", "path": "page.html", "contains": "secret"}]),

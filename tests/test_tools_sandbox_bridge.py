@@ -4,10 +4,7 @@ host and no other; the command's exit status and a persistent session work throu
 from __future__ import annotations
 
 import asyncio
-import http.server
 import tempfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,27 +13,9 @@ from omni_agent.tool import ToolContext
 from omni_agent.tools.shell import shell_tools
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        body = f"hello from {self.server.server_address[1]}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def two_servers() -> Iterator[tuple[int, int]]:
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
-    for s in servers:
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-    yield servers[0].server_address[1], servers[1].server_address[1]
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+def two_servers(loopback_page) -> tuple[int, int]:  # noqa: ANN001
+    return loopback_page("hello from {port}").port, loopback_page("hello from {port}").port
 
 
 def _run(tool, commands: list[str], ws: Path) -> list[str]:  # type: ignore[no-untyped-def]
