@@ -316,6 +316,12 @@ def issue15(args, report, engine, fast, processor, last_inputs, *, tools, settin
     log(f"steady prefill: {args.prefill_repeats} forwards of the last step's new tokens")
     report["steady_prefill"] = extras.steady_prefill(engine, last_inputs, repeats=args.prefill_repeats, profile_path=args.profile)
     log(f"steady prefill: {report['steady_prefill']}")
+    report["vision_graph"] = extras.vision_graph_check(engine, last_inputs)
+    log(f"vision graph: {report['vision_graph']}")
+    if device.type == "cuda" and not args.quick:
+        report["prefill_attention_backends"] = extras.prefill_attention_backends(device)
+        log(f"prefill attention backends: {report['prefill_attention_backends']}")
+        torch.cuda.empty_cache()
     if args.profile is not None:
         report["decode_profile"] = extras.decode_profile(engine, path=args.profile.with_name("decode_profile.txt"))
         log(f"decode profile: {report['decode_profile']}")
@@ -350,6 +356,12 @@ def print_issue15(report: dict) -> None:
         print(f"prefill     {sp['new_tokens']} new tokens after {sp['cached_prefix']}: forward p50 {f['p50_ms']:.1f} p95 {f['p95_ms']:.1f} ms "
               f"(min {f['min_ms']:.1f}, max {f['max_ms']:.1f}); vision p50 {sp['vision']['p50_ms']:.1f} ms; "
               f"target p95 <= {TARGET_PREFILL_P95_MS:.0f}: {'MET' if f['p95_ms'] <= TARGET_PREFILL_P95_MS else 'NOT met'}")  # fmt: skip
+    vg = report.get("vision_graph")
+    if vg and "graph" in vg:
+        print(f"vision      grid {vg['grid']}: graph p50 {vg['graph']['p50_ms']:.1f} p95 {vg['graph']['p95_ms']:.1f} ms vs eager p50 "
+              f"{vg['eager']['p50_ms']:.1f} ms; bit-identical {vg['bit_identical']} (rel err {vg['rel_err']:.1e})")  # fmt: skip
+    if report.get("prefill_attention_backends"):
+        print(f"prefill attention backends: {report['prefill_attention_backends']}")
     for key in ("preprocess_1280x720", "preprocess_1280x704"):
         pp = report.get(key)
         if pp and "on_device" in pp:

@@ -7,6 +7,11 @@ time grew ~1 ms from 2.7k to 11.6k tokens of context, ~5x what the extra KV byte
 each program takes one KV head and one chunk of slots, keeps the 8 grouped query heads as the
 rows of one tile (K/V read once per KV head), runs an online softmax in float32 and skips
 chunks past the current slot; the valid length is read from the device (CUDA-graph safe).
+
+With ``k_new`` / ``v_new`` (the decoded token's K/V rows) the kernel also writes them to the
+cache slot, in place of two ``index_copy_`` launches per layer: the program whose chunk holds
+the slot stores them and uses the rows from registers for that slot (no read-after-write inside
+the launch; no other program reads that slot).
 """
 
 from __future__ import annotations
@@ -32,10 +37,10 @@ def _kernels() -> Any:
 
     @triton.jit
     def split_kernel(
-        q_ptr, k_ptr, v_ptr, slot_ptr, acc_ptr, m_ptr, l_ptr,
+        q_ptr, k_ptr, v_ptr, slot_ptr, acc_ptr, m_ptr, l_ptr, kn_ptr, vn_ptr,
         stride_qh, stride_kh, stride_kn, stride_vh, stride_vn, scale,
         G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, SPLITS: tl.constexpr,
-        IEEE: tl.constexpr,
+        IEEE: tl.constexpr, WRITE: tl.constexpr,
     ):  # fmt: skip
         h = tl.program_id(0)
         s = tl.program_id(1)
@@ -47,11 +52,19 @@ def _kernels() -> Any:
         l_i = tl.zeros([GP], tl.float32)
         acc = tl.zeros([GP, D], tl.float32)
         start = s * CHUNK
+        if WRITE:  # this token's K/V rows: stored by the chunk that holds the slot, used from registers
+            k_row = tl.load(kn_ptr + h * D + offs_d)
+            v_row = tl.load(vn_ptr + h * D + offs_d)
+            if (last >= start) & (last < start + CHUNK):
+                tl.store(k_ptr + h * stride_kh + last.to(tl.int64) * stride_kn + offs_d, k_row)
+                tl.store(v_ptr + h * stride_vh + last.to(tl.int64) * stride_vn + offs_d, v_row)
         for n0 in range(0, CHUNK, BLOCK_N):
             if start + n0 <= last:
                 offs_n = start + n0 + tl.arange(0, BLOCK_N)
                 valid = offs_n <= last
                 k = tl.load(k_ptr + h * stride_kh + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=valid[:, None], other=0.0)
+                if WRITE:
+                    k = tl.where((offs_n == last)[:, None], k_row[None, :].to(k.dtype), k)
                 if IEEE:  # float32 caches: no TF32 rounding (the tiny test model)
                     qk = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
                 else:
@@ -62,6 +75,8 @@ def _kernels() -> Any:
                 p = tl.exp(qk - m_new[:, None])
                 l_i = l_i * alpha + tl.sum(p, 1)
                 v = tl.load(v_ptr + h * stride_vh + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=valid[:, None], other=0.0)
+                if WRITE:
+                    v = tl.where((offs_n == last)[:, None], v_row[None, :].to(v.dtype), v)
                 if IEEE:
                     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
                 else:
@@ -92,18 +107,40 @@ def _kernels() -> Any:
     return _KERNELS
 
 
+TUNING = {"chunk": 256, "block_n": 64, "num_warps": 4}
+"""Defaults of ``decode_attention``'s tiles (set from the sweep in gpu_step_extras)."""
+
+
 def decode_attention(
-    q: Any, k_cache: Any, v_cache: Any, slot: Any, length: int, scale: float, *, chunk: int = 256, block_n: int = 64, num_warps: int = 4
+    q: Any,
+    k_cache: Any,
+    v_cache: Any,
+    slot: Any,
+    length: int,
+    scale: float,
+    *,
+    chunk: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    k_new: Any = None,
+    v_new: Any = None,
 ) -> Any:
     """One query per head over cache slots 0..slot (``slot`` a device tensor [1]; ``length`` the
     bucket, a static bound). q [1, Hq, 1, D]; caches [1, Hkv, L, D] (last dim contiguous).
-    Returns [1, Hq, 1, D] in q's dtype."""
+    With ``k_new`` / ``v_new`` ([1, Hkv, 1, D]) they are written to the cache at ``slot`` by the
+    same launch. Returns [1, Hq, 1, D] in q's dtype."""
     import torch
     import triton
 
+    chunk = chunk or TUNING["chunk"]
+    block_n = min(block_n or TUNING["block_n"], chunk)
+    num_warps = num_warps or TUNING["num_warps"]
     _, hq, _, d = q.shape
     hkv = k_cache.shape[1]
     group = hq // hkv
+    write = k_new is not None and v_new is not None
+    kn = k_new.reshape(hkv, d).contiguous() if write else q
+    vn = v_new.reshape(hkv, d).contiguous() if write else q
     splits = triton.cdiv(length, chunk)
     qg = q.reshape(hkv, group, d).contiguous()
     acc = torch.empty((hkv, splits, group, d), dtype=torch.float32, device=q.device)
@@ -113,10 +150,10 @@ def decode_attention(
     split_kernel, reduce_kernel = _kernels()
     kc, vc = k_cache[0], v_cache[0]
     split_kernel[(hkv, splits)](
-        qg, kc, vc, slot, acc, m, l_sum,
+        qg, kc, vc, slot, acc, m, l_sum, kn, vn,
         qg.stride(0), kc.stride(0), kc.stride(1), vc.stride(0), vc.stride(1), scale,
         G=group, GP=max(16, triton.next_power_of_2(group)), D=d, CHUNK=chunk, BLOCK_N=block_n, SPLITS=splits,
-        IEEE=q.dtype == torch.float32, num_warps=num_warps,
+        IEEE=q.dtype == torch.float32, WRITE=write, num_warps=num_warps,
     )  # fmt: skip
     reduce_kernel[(hkv, group)](acc, m, l_sum, out, G=group, D=d, SPLITS=splits, SP=triton.next_power_of_2(splits))
     return out.reshape(1, hq, 1, d)

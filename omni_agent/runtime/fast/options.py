@@ -71,6 +71,21 @@ class FastOptions(BaseModel):
     """With Triton decode attention: the MoE router's softmax + top-k + renormalisation as one
     Triton kernel (``moe_kernels.router_topk``) or torch's ops (softmax, topk, division)."""
 
+    fuse_kv_write: bool = True
+    """With Triton decode attention: the attention kernel writes the decoded token's K/V rows to
+    the cache (two ``index_copy_`` launches per layer fewer); off: ``index_copy_`` as before."""
+
+    sample_in_graph: bool = True
+    """Greedy decoding (temperature 0) with CUDA graphs: the argmax (with the stop tokens banned
+    while ``min_new_tokens`` is not reached), the next token, slot and position are computed
+    inside the graph, and the host queues the next replay before reading the last token (one
+    replay ahead: no host round trip between tokens). Off: one host argmax per token."""
+
+    vision_graphs: bool = True
+    """Encode a new screenshot through one CUDA graph of the vision encoder per image grid
+    (CUDA only; ``vision_graph.py``): the same kernels as the eager encoder, without its ~1,000
+    launches from Python. Off, or for several new images at once: the eager encoder."""
+
     def buckets(self) -> list[int]:
         """Sorted attention-length buckets, capped by and ending with ``max_cache_tokens``."""
         sizes = {b for b in self.graph_buckets if b < self.max_cache_tokens}

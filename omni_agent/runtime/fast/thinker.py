@@ -105,6 +105,12 @@ class FastThinker:
             from .moe_prefill import grouped_gemm_available
 
             self.stack.prefill_experts = "grouped" if grouped_gemm_available(self.device) else "reference"
+        self.vision_graphs = None
+        if self.options.vision_graphs and cuda:
+            from .vision_graph import VisionGraphs
+
+            self.vision_graphs = VisionGraphs(self.inner.visual, use_graphs=True)
+        self.stack.fuse_kv_write = self.options.fuse_kv_write
         self.state = PrefixState()
         self.images = ImageEmbeddingCache(self.options.image_cache_entries)
         self.stats = FastStats()
@@ -130,6 +136,8 @@ class FastThinker:
         self.pos_buf = torch.zeros((3, 1, 1), dtype=torch.long, device=self.device)
         self.slot_buf = torch.zeros((1,), dtype=torch.long, device=self.device)
         self.slots = torch.arange(self.options.max_cache_tokens, device=self.device)
+        self._greedy_graphs: dict[int, Any] = {}
+        self.ban_buf: Any = None  # [V] 0 / -inf: stop tokens banned inside the greedy graph
 
     # -- support checks ------------------------------------------------------------------------
     @staticmethod
@@ -240,6 +248,15 @@ class FastThinker:
             else:
                 found[span.key] = item
                 self.stats.image_cache_hits += 1
+        if missing and self.vision_graphs is not None:  # one graph replay per new image
+            pixels = inputs["pixel_values"]
+            for span in missing:
+                rows = pixels[span.rows[0] : span.rows[1]].to(self.device, self.dtype)
+                embeds_one, deep = self.vision_graphs.encode(rows, span.grid)
+                found[span.key] = (embeds_one, deep)
+                self.images.put(span.key, embeds_one, deep)
+            self.stats.images_encoded += len(missing)
+            missing = []
         if missing:
             pixels = inputs["pixel_values"]
             rows = torch.cat([pixels[m.rows[0] : m.rows[1]] for m in missing]).to(self.device, self.dtype)
@@ -300,8 +317,9 @@ class FastThinker:
             slots_t = torch.tensor(head_slots, dtype=torch.long).to(self.device, non_blocking=True)
         t1 = time.perf_counter()
         logits = self.stack.forward(
-            x, pos_all.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack, head_slots=slots_t
-        )
+            x, pos_all.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack, head_slots=slots_t,
+            head_end=max(head_slots) + 1 if r else None,
+        )  # fmt: skip
         self._sync()
         timings["prefill_forward"] = time.perf_counter() - t1
         self.state.truncate(k)
@@ -323,6 +341,40 @@ class FastThinker:
         x = self.stack.model.embed_tokens(self.token_buf)
         valid = self.slots[:bucket] <= self.slot_buf
         return self.stack.decode_step(x, self.pos_buf, cache, self.slot_buf, valid, bucket)
+
+    def _run_greedy_step(self, bucket: int) -> Any:
+        """One decode step that also picks the next token (argmax of the logits plus ``ban_buf``)
+        and advances the token / slot / position buffers: graph replays then chain on the device."""
+        import torch
+
+        logits = self._run_step(bucket)
+        scores = logits[0, -1].float() + self.ban_buf
+        self.token_buf.copy_(torch.argmax(scores).view(1, 1))
+        self.slot_buf.add_(1)
+        self.pos_buf.add_(1)
+        return logits
+
+    def _greedy_graph(self, bucket: int) -> Any:
+        import torch
+
+        graph = self._greedy_graphs.get(bucket)
+        if graph is not None:
+            return graph
+        self._graph(bucket)  # compiled functions, pool and cuBLAS handles first
+        saved = (self.token_buf.clone(), self.slot_buf.clone(), self.pos_buf.clone())
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._run_greedy_step(bucket)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._run_greedy_step(bucket)
+        for buf, value in zip((self.token_buf, self.slot_buf, self.pos_buf), saved):
+            buf.copy_(value)
+        self._greedy_graphs[bucket] = graph
+        self.stats.graphs_captured += 1
+        return graph
 
     def _graph(self, bucket: int) -> tuple[Any, Any]:
         import torch
@@ -358,8 +410,12 @@ class FastThinker:
         slot = len(self.state)  # warm-up writes land on a slot the next step overwrites
         with torch.inference_mode():
             self.slot_buf.fill_(slot)
+            if self.options.sample_in_graph and self.ban_buf is None:
+                self.ban_buf = torch.zeros(int(self.stack.lm_head.weight.shape[0]), dtype=torch.float32, device=self.device)
             for bucket in lengths or self.options.buckets():
                 self._graph(self._bucket(bucket))
+                if self.options.sample_in_graph:
+                    self._greedy_graph(self._bucket(bucket))
         self._sync()
         return time.perf_counter() - t0
 
@@ -378,6 +434,83 @@ class FastThinker:
             else:
                 out = self._run_step(bucket)
             return out[0, -1].float()
+
+    def _greedy_on_device(self, settings: GenerationSettings) -> bool:
+        return bool(self.options.sample_in_graph and settings.temperature <= 0)
+
+    def _launch_greedy(self, bucket: int) -> None:
+        """One greedy decode step: a graph replay on CUDA, the same function eagerly elsewhere."""
+        if self.graphs_on:
+            self._greedy_graph(bucket).replay()
+        else:
+            self._run_greedy_step(bucket)
+
+    def _generate_greedy(
+        self, logits: Any, slot: int, position: int, *, settings: GenerationSettings, stops: set[int], min_new_tokens: int,
+        stop_strings: list[str], tokenizer: Any, emit: Callable[[int], None],
+    ) -> tuple[list[int], str, float]:  # fmt: skip
+        """Greedy tokens with the argmax inside the decode step, the host one replay ahead: replay
+        j feeds token j (at ``slot + j``) and leaves token j+1 in ``token_buf``; replay j+1 is
+        queued before token j+1 is read, so the GPU never waits for the host. A replay past a
+        stop token writes one cache row beyond the transcript (the next step overwrites it).
+        Same tokens as the host loop (the same argmax over the same logits). Returns (tokens,
+        finish reason, time of the first token)."""
+        import torch
+
+        if self.ban_buf is None:
+            self.ban_buf = torch.zeros(logits.shape[-1], dtype=torch.float32, device=self.device)
+        stop_t = torch.tensor(sorted(stops), dtype=torch.long, device=self.device) if stops else None
+        if min_new_tokens > 0 and stops:
+            logits[list(stops)] = float("-inf")
+        generated = [int(torch.argmax(logits).item())]
+        first_at = time.perf_counter()
+        emit(generated[0])
+        cuda = self.device.type == "cuda"
+        host = torch.zeros(2, dtype=torch.long, pin_memory=cuda)
+        events = [torch.cuda.Event() for _ in range(2)] if cuda else []
+        banned: list[bool | None] = [None]
+
+        def launch(j: int) -> None:
+            ban = stop_t is not None and j + 1 < min_new_tokens
+            if ban != banned[0]:
+                self.ban_buf.zero_()
+                if ban:
+                    self.ban_buf.index_fill_(0, stop_t, float("-inf"))
+                banned[0] = ban
+            self._launch_greedy(self._bucket(slot + j + 1))
+            host[j % 2].copy_(self.token_buf[0, 0], non_blocking=cuda)
+            if cuda:
+                events[j % 2].record()
+
+        finish = self._finished(generated, stops, stop_strings, tokenizer, settings.max_new_tokens)
+        if finish is not None:
+            return generated, finish, first_at
+        self.token_buf.fill_(generated[0])
+        self.slot_buf.fill_(slot)
+        self.pos_buf.fill_(position)
+        launch(0)
+        j = 0
+        while True:
+            if len(generated) + 1 < settings.max_new_tokens:
+                launch(j + 1)
+            if cuda:
+                events[j % 2].synchronize()
+            token = int(host[j % 2])
+            self.state.append([generated[-1]], [position + j])  # replay j wrote its row
+            generated.append(token)
+            emit(token)
+            finish = self._finished(generated, stops, stop_strings, tokenizer, settings.max_new_tokens)
+            if finish is not None:
+                return generated, finish, first_at
+            j += 1
+
+    @staticmethod
+    def _finished(generated: list[int], stops: set[int], stop_strings: list[str], tokenizer: Any, limit: int) -> str | None:
+        if generated[-1] in stops:
+            return "stop"
+        if stop_strings and any(s in tokenizer.decode(generated, skip_special_tokens=False) for s in stop_strings):
+            return "stop"
+        return "length" if len(generated) >= limit else None
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -422,7 +555,14 @@ class FastThinker:
             position = self.state.next_position(slot)
             first_at = None
             stop_strings = list(settings.stop or ())
-            while True:
+            on_device = self._greedy_on_device(settings)
+            if on_device:
+                emit = _emitter(streamer, on_token)
+                generated, finish, first_at = self._generate_greedy(
+                    logits, slot, position, settings=settings, stops=stops, min_new_tokens=min_new_tokens,
+                    stop_strings=stop_strings, tokenizer=tokenizer, emit=emit,
+                )  # fmt: skip
+            while not on_device:  # the host picks each token (sampling, or sample_in_graph off)
                 if len(generated) < min_new_tokens and stops:
                     logits[list(stops)] = float("-inf")
                 token = generator(logits)
@@ -463,6 +603,20 @@ class FastThinker:
             timings["decode_per_token"] = timings["decode"] / (len(generated) - 1)
         self.stats.last = dict(timings)
         return generated, finish, timings
+
+
+def _emitter(streamer: Any, on_token: Callable[[int], None] | None) -> Callable[[int], None]:
+    """Hands each new token to the streamer and the callback (either may be None)."""
+
+    def emit(token: int) -> None:
+        if streamer is not None:
+            import torch
+
+            streamer.put(torch.tensor([token]))
+        if on_token is not None:
+            on_token(token)
+
+    return emit
 
 
 def _sampler(settings: GenerationSettings, device: Any) -> Callable[[Any], int]:
