@@ -297,15 +297,10 @@ class FastThinker:
         offset = self.state.next_position(k)
         t0 = time.perf_counter()
         vision = self._vision(inputs, new_spans)
-        if self.vision_graphs is None:  # eager encoder: host-bound, nothing to overlap
-            self._sync()
-        # With the vision graph the replay is left running: the host queues the forward's
-        # launches meanwhile (the eager prefill is host-bound), so "vision" is the time to queue
-        # it and the forward's time includes what the GPU had left of it. Nothing below may wait
-        # for the GPU before the forward (host tensors go over with non_blocking copies).
+        self._sync()
         timings["vision"] = time.perf_counter() - t0
         r = len(head_ids)
-        ids_t = torch.tensor([head_ids + new_ids], dtype=torch.long).to(self.device, non_blocking=True)
+        ids_t = torch.tensor([head_ids + new_ids], dtype=torch.long, device=self.device)
         x = self.stack.model.embed_tokens(ids_t)
         visual_mask = None
         deepstack = None
@@ -322,7 +317,7 @@ class FastThinker:
             slots_t = torch.tensor(head_slots, dtype=torch.long).to(self.device, non_blocking=True)
         t1 = time.perf_counter()
         logits = self.stack.forward(
-            x, pos_all.to(self.device, non_blocking=True), cache, k, visual_mask=visual_mask, deepstack=deepstack, head_slots=slots_t,
+            x, pos_all.to(self.device), cache, k, visual_mask=visual_mask, deepstack=deepstack, head_slots=slots_t,
             head_end=max(head_slots) + 1 if r else None,
         )  # fmt: skip
         self._sync()
