@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import statistics
 import sys
@@ -33,6 +34,16 @@ sys.path.insert(0, str(HERE))
 
 import gpu_smoke  # noqa: E402  (machine(), screenshot(), build_processor(), TOOLS, DEFAULT_ARCH)
 import gpu_step_extras as extras  # noqa: E402  (issue 15: steady prefill, device preprocessing, eviction)
+
+GC_SECONDS = [0.0, 0.0]  # Python garbage-collector time so far, and when the running collection began
+
+
+def _gc_timer(phase: str, info: dict) -> None:
+    """gc.callbacks hook: adds up collection pauses (a step's host time includes them)."""
+    if phase == "start":
+        GC_SECONDS[1] = time.perf_counter()
+    else:
+        GC_SECONDS[0] += time.perf_counter() - GC_SECONDS[1]
 
 H100_USABLE_GIB = 79.6  # 81559 MiB reported by nvidia-smi on the H100 80GB machines here
 TARGET_DECODE_MS = 4.0  # issue 15 (issue 7: 6.0)
@@ -264,6 +275,7 @@ def run_episode(engines, engine, dev, head, turns, *, steps, tools, settings, fo
             dev.sync()
             dev.reset_peak()
             t_pre = time.perf_counter()
+            gc_before = GC_SECONDS[0]
             prepared = qwen.prepare(request)
             pre = time.perf_counter() - t_pre
             result = qwen._generate_locked(prepared, settings, on_text=None, preprocess_s=pre, thinker_extra=force)
@@ -271,6 +283,7 @@ def run_episode(engines, engine, dev, head, turns, *, steps, tools, settings, fo
             t = result.timings
             row["prompt"] = result.prompt_tokens
             row[label] = {
+                "gc_ms": (GC_SECONDS[0] - gc_before) * 1000,
                 "preprocess_ms": pre * 1000,
                 "vision_ms": t.get("vision", float("nan")) * 1000,
                 "prefill_ms": t["prefill"] * 1000,
@@ -301,7 +314,7 @@ def run_episode(engines, engine, dev, head, turns, *, steps, tools, settings, fo
         log(
             f"step {step:2d} prompt {row['prompt']:5d} | "
             + (f"plain pre {p['preprocess_ms']:4.0f} prefill {p['prefill_ms']:4.0f} dec {p['decode_ms_per_token']:5.1f} ms/t step {p['step_ms']:5.0f} | " if p else "")
-            + f"fast pre {f['preprocess_ms']:4.0f} plan {f['plan_ms']:3.0f} vis {f['vision_ms']:3.0f} fwd {f['forward_ms']:4.0f} prefill {f['prefill_ms']:4.0f} ({f['prefilled_tokens']} new) dec {f['decode_ms_per_token']:5.2f} ms/t step {f['step_ms']:5.0f}"
+            + f"fast pre {f['preprocess_ms']:4.0f} plan {f['plan_ms']:3.0f} vis {f['vision_ms']:3.0f} fwd {f['forward_ms']:4.0f} prefill {f['prefill_ms']:4.0f} ({f['prefilled_tokens']} new) dec {f['decode_ms_per_token']:5.2f} ms/t step {f['step_ms']:5.0f} gc {f['gc_ms']:4.1f}"
         )
         call_msg, tool_msg = turns[step - 1]
         transcript = transcript + [call_msg, tool_msg]
@@ -418,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = Dev(device)
+    gc.callbacks.append(_gc_timer)
     report: dict = gpu_smoke.run_report("gpu_step")
     if dev.cuda:
         report["expert_kernel"] = expert_kernel_check(device)

@@ -53,18 +53,17 @@ def _kernels() -> Any:
         acc = tl.zeros([GP, D], tl.float32)
         start = s * CHUNK
         if WRITE:  # this token's K/V rows: stored by the chunk that holds the slot, used from registers
-            k_row = tl.load(kn_ptr + h * D + offs_d)
-            v_row = tl.load(vn_ptr + h * D + offs_d)
             if (last >= start) & (last < start + CHUNK):
-                tl.store(k_ptr + h * stride_kh + last.to(tl.int64) * stride_kn + offs_d, k_row)
-                tl.store(v_ptr + h * stride_vh + last.to(tl.int64) * stride_vn + offs_d, v_row)
+                tl.store(k_ptr + h * stride_kh + last.to(tl.int64) * stride_kn + offs_d, tl.load(kn_ptr + h * D + offs_d))
+                tl.store(v_ptr + h * stride_vh + last.to(tl.int64) * stride_vn + offs_d, tl.load(vn_ptr + h * D + offs_d))
         for n0 in range(0, CHUNK, BLOCK_N):
             if start + n0 <= last:
                 offs_n = start + n0 + tl.arange(0, BLOCK_N)
                 valid = offs_n <= last
                 k = tl.load(k_ptr + h * stride_kh + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=valid[:, None], other=0.0)
-                if WRITE:
-                    k = tl.where((offs_n == last)[:, None], k_row[None, :].to(k.dtype), k)
+                if WRITE:  # only the tile that holds the slot swaps in the new row (read from kn, not the cache)
+                    if (last >= start + n0) & (last < start + n0 + BLOCK_N):
+                        k = tl.where((offs_n == last)[:, None], tl.load(kn_ptr + h * D + offs_d)[None, :].to(k.dtype), k)
                 if IEEE:  # float32 caches: no TF32 rounding (the tiny test model)
                     qk = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
                 else:
@@ -76,7 +75,8 @@ def _kernels() -> Any:
                 l_i = l_i * alpha + tl.sum(p, 1)
                 v = tl.load(v_ptr + h * stride_vh + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=valid[:, None], other=0.0)
                 if WRITE:
-                    v = tl.where((offs_n == last)[:, None], v_row[None, :].to(v.dtype), v)
+                    if (last >= start + n0) & (last < start + n0 + BLOCK_N):
+                        v = tl.where((offs_n == last)[:, None], tl.load(vn_ptr + h * D + offs_d)[None, :].to(v.dtype), v)
                 if IEEE:
                     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
                 else:
