@@ -1,0 +1,279 @@
+"""``FastBatchedEngine``: continuous batching on the fast path (row-static KV cache, one CUDA
+graph per batch bucket), the ``BatchedEngine``'s requests, sessions and streaming otherwise.
+
+Why: the plain engine runs the transformers modules eagerly and concatenates the whole batch
+KV cache on every decode step; on the GPU a 15-token answer's Thinker part alone took ~1 s.
+Here every request owns a ROW of one preallocated cache (``RowKVCache``: per layer
+[R + 1, Hkv, L, D]); its prompt is prefilled into its row by ``TextStack.forward`` (images
+through the vision encoder, cached by content; audio and video through the plain forward,
+whose K/V are then copied into the row); each decode step is ONE ``BatchedDecoder`` call over
+all running rows (a graph replay on CUDA, the same code eagerly elsewhere). A finished session
+keeps its row for its next turn (``RowTable``: longest reusable prefix, LRU), so a GUI session
+prefills only its new screenshot and text.
+
+Requests longer than a row (``L`` tokens: prompt + max new tokens) are refused before any work
+with a ``CapacityError``; when every row is busy a request waits in the queue.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from ..exceptions import UserError
+from .engine import BatchedEngine, _generator, _model_error, _Sequence
+from .errors import CapacityError
+from .kv_sessions import KVBudget
+from .metrics import ServeMetrics
+from .row_table import Row, RowTable
+
+__all__ = ["FastBatchedEngine", "RowBudget"]
+
+_ROW_TOKENS = {"cuda": 8192, "cpu": 2048}
+"""Default tokens per row: a 10-step GUI episode with screenshots is ~4.3k tokens."""
+_LENGTH_BUCKETS = (1024, 2048, 4096, 8192)
+_IMAGE_EMBEDDINGS = 64
+
+
+class RowBudget(KVBudget):
+    """The KV budget of a row-static cache: a request must fit ONE row (``row_tokens``)."""
+
+    def __init__(self, budget_bytes: int, bytes_per_token: int, row_tokens: int) -> None:
+        super().__init__(budget_bytes, bytes_per_token)
+        self.row_tokens = row_tokens
+
+    def check_possible(self, tokens: int) -> None:
+        if tokens > self.row_tokens:
+            raise CapacityError(
+                f"this request needs KV memory for {tokens} tokens ({self.need(tokens) / 2**20:.1f} MiB) but the "
+                f"server's KV budget holds at most {self.row_tokens} tokens per request: send a shorter conversation "
+                "or fewer max_tokens",
+                retriable=False,
+            )
+
+
+class FastBatchedEngine(BatchedEngine):
+    """A ``ServeBackend`` over a local Qwen3-Omni on the fast path (CUDA graphs on CUDA, eager elsewhere)."""
+
+    def __init__(self, model: Any, *, metrics: ServeMetrics | None = None, max_sessions: int = 64,
+                 kv_budget_bytes: int | None = None, max_batch: int = 64, row_tokens: int | None = None,
+                 length_buckets: Sequence[int] = _LENGTH_BUCKETS, cuda_graphs: bool = True,
+                 compile_prefill: bool = False) -> None:  # fmt: skip
+        import torch
+
+        super().__init__(model, metrics=metrics, max_sessions=max_sessions, kv_budget_bytes=kv_budget_bytes, max_batch=max_batch)
+        inner = self.thinker.model
+        if not hasattr(inner, "language_model"):
+            raise UserError(f"the fast engine serves Qwen3-Omni Thinkers; serve {model.family.label} with --engine batched")
+        from ..runtime.fast.batched_decode import BatchedDecoder
+        from ..runtime.fast.prefix_cache import ImageEmbeddingCache
+        from ..runtime.fast.row_cache import RowKVCache
+
+        self.stack = _text_stack(model, compile_prefill=compile_prefill)
+        per_token = self.budget.per_token
+        budget = self.budget.budget
+        length = int(row_tokens or min(_ROW_TOKENS.get(self.device.type, 2048), max(64, budget // per_token)))
+        rows = max(1, min(max_sessions + max_batch, budget // (length * per_token)))
+        self.budget = RowBudget(budget, per_token, length)
+        with torch.inference_mode():  # written only by the engine thread, in inference mode
+            self.cache = RowKVCache(num_layers=len(self.stack.layers), rows=rows, num_kv_heads=self.stack.num_kv_heads,
+                                    head_dim=self.stack.head_dim, row_tokens=length, dtype=self.dtype, device=self.device)  # fmt: skip
+            self.decoder = BatchedDecoder(self.stack, self.cache, max_batch=max_batch, length_buckets=length_buckets, cuda_graphs=cuda_graphs)
+            self.expert_choice = self.decoder.choose_experts()
+        self.rows = RowTable(rows, max_sessions=max_sessions)
+        self._row_of: dict[_Sequence, Row] = {}
+        self._embeddings = ImageEmbeddingCache(_IMAGE_EMBEDDINGS)
+        self.metrics.kv_budget.set(self.cache.nbytes)
+
+    def warm_up(self, batch_sizes: Sequence[int] | None = None, lengths: Sequence[int] | None = None) -> float:
+        """Capture the decode graphs of these buckets before traffic (call before serving); seconds."""
+        import torch
+
+        with torch.inference_mode():
+            return self.decoder.warm_up(batch_sizes, lengths)
+
+    @property
+    def kept_bytes(self) -> int:
+        """KV bytes of the prefixes idle session rows hold."""
+        return self.budget.need(sum(len(r.ids) for r in self.rows.kept))
+
+    # -- admission and prefill (engine thread) -----------------------------------------------------
+    def _admit(self) -> None:
+        while self._waiting and len(self._running) < self.max_batch:
+            seq = self._waiting[0]
+            if seq.cancelled:
+                self._waiting.popleft()
+                self.metrics.waiting_sequences.dec()
+                continue
+            got = self.rows.acquire(seq.session_id, seq.ids, seq.blocks)
+            if got is None:
+                return  # every row is busy: wait for a running request to finish
+            row, reuse = got
+            self._waiting.popleft()
+            self.metrics.waiting_sequences.dec()
+            seq.reserved = self.budget.need(len(seq.ids) + seq.settings.max_new_tokens)
+            self.budget.reserved += seq.reserved
+            self.metrics.active_sequences.inc()
+            self._row_of[seq] = row
+            try:
+                self._prefill_row(seq, row, reuse)
+            except Exception as exc:
+                self._finish(seq, error=_model_error(exc, self.model))
+                continue
+            if not seq.finished:
+                self._running.append(seq)
+            self._update_kv_gauges()
+
+    def _prefill_row(self, seq: _Sequence, row: Row, reuse: int) -> None:
+        t0 = time.perf_counter()
+        positions, _ = self._rope_index(seq.inputs)
+        view = self.cache.row(row.index)
+        plain = any(seq.inputs.get(key) is not None for key in ("input_features", "pixel_values_videos"))
+        if plain:
+            logits = self._prefill_plain(seq, view, positions, reuse)
+        else:
+            logits = self._prefill_fast(seq, view, positions, reuse)
+        seq.length = len(seq.ids)
+        seq.next_pos = int(positions.max()) + 1
+        seq.reused = reuse
+        self.metrics.reused_tokens.inc(reuse)
+        seq.timings["prefill"] = time.perf_counter() - t0
+        seq.generator = _generator(seq.settings, self.device)
+        self._accept(seq, logits)
+
+    def _prefill_fast(self, seq: _Sequence, view: Any, positions: Any, k: int) -> Any:
+        """The new part of the prompt through ``TextStack.forward`` into the row."""
+        import torch
+
+        new_ids = seq.ids[k:]
+        x = self.stack.model.embed_tokens(torch.tensor([new_ids], dtype=torch.long, device=self.device))
+        visual_mask = deepstack = None
+        vision = self._vision(seq, k)
+        if vision is not None:
+            embeds, deepstack = vision
+            at = [i for i, t in enumerate(new_ids) if t == self.image_token]
+            visual_mask = torch.tensor(at, dtype=torch.long).to(self.device, non_blocking=True)
+            x = x.index_copy(1, visual_mask, embeds.to(x.dtype).unsqueeze(0))
+        logits = self.stack.forward(x, positions[:, :, k:].to(self.device), view, k, visual_mask=visual_mask, deepstack=deepstack)
+        return logits[0, -1].float()
+
+    def _vision(self, seq: _Sequence, k: int) -> tuple[Any, list[Any]] | None:
+        """Embeddings + deepstack features of the images after slot ``k``, in order; each image
+        is encoded once (by content key) across all requests."""
+        import torch
+
+        blocks = [b for b in seq.blocks if b.kind == "image" and b.start >= k]
+        if not blocks:
+            return None
+        inputs = seq.inputs
+        grids = inputs["image_grid_thw"]
+        offsets = [0]
+        for g in grids.tolist():
+            offsets.append(offsets[-1] + g[0] * g[1] * g[2])
+        found = {b.key: self._embeddings.get(b.key) for b in blocks}
+        missing = list({b.key: b for b in blocks if found[b.key] is None}.values())
+        if missing:
+            pixels = torch.cat([inputs["pixel_values"][offsets[b.index] : offsets[b.index + 1]] for b in missing])
+            grid = grids[[b.index for b in missing]].to(self.device)
+            out = self.thinker.model.get_image_features(pixels.to(self.device, self.dtype), grid, return_dict=True)
+            for j, block in enumerate(missing):
+                found[block.key] = (out.pooler_output[j], [layer[j] for layer in out.deepstack_features])
+                self._embeddings.put(block.key, *found[block.key])
+        embeds = torch.cat([found[b.key][0] for b in blocks])
+        depth = len(found[blocks[0].key][1])
+        return embeds, [torch.cat([found[b.key][1][d] for b in blocks]) for d in range(depth)]
+
+    def _prefill_plain(self, seq: _Sequence, view: Any, positions: Any, k: int) -> Any:
+        """Audio / video prompts: the plain engine's forward (the row's prefix as its cache),
+        then the new K/V copied into the row."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=view.read(k)) if k else DynamicCache()
+        out = self.thinker.model(
+            input_ids=torch.tensor([seq.ids[k:]], dtype=torch.long, device=self.device),
+            attention_mask=torch.ones((1, len(seq.ids)), dtype=torch.long, device=self.device),
+            position_ids=positions[:, :, k:].to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            **self._media_after(seq, k),
+        )
+        view.write([(layer.keys[:, :, k:], layer.values[:, :, k:]) for layer in out.past_key_values.layers], k)
+        return self.thinker.lm_head(out.last_hidden_state[:, -1]).float()[0]
+
+    # -- decode (engine thread) --------------------------------------------------------------------
+    def _decode_step(self) -> None:
+        batch = self._running
+        logits = self.decoder.step(
+            [s.generated[-1] for s in batch],
+            [s.next_pos for s in batch],
+            [self._row_of[s].index for s in batch],
+            [s.length for s in batch],
+        )
+        self.metrics.observe_batch(len(batch))
+        greedy = [s.settings.temperature <= 0 for s in batch]
+        chosen = logits.argmax(dim=-1).tolist() if any(greedy) else []  # one host sync for every greedy row
+        for i, seq in enumerate(batch):
+            seq.length += 1
+            seq.next_pos += 1
+            self._take_token(seq, chosen[i] if greedy[i] else seq.generator(logits[i]))
+        self._running = [s for s in batch if not s.finished]
+        self._update_kv_gauges()
+
+    def _drop_cancelled(self) -> None:
+        gone = [s for s in self._running if s.cancelled]
+        if not gone:
+            return
+        for seq in gone:
+            seq.finished = True
+            self._release(seq)
+        self._running = [s for s in self._running if not s.cancelled]
+        self._update_kv_gauges()
+
+    # -- rows back -----------------------------------------------------------------------------------
+    def _release(self, seq: _Sequence) -> None:
+        """A finished request gives its row back: kept for its session (holding its prompt and
+        the answer fed so far) or freed (no session, an error, a cancelled request)."""
+        super()._release(seq)
+        row = self._row_of.pop(seq, None)
+        if row is None:
+            return
+        keep = seq.session_id is not None and seq.error is None and not seq.cancelled and seq.length > 0
+        if keep:
+            self.rows.release(row, session_id=seq.session_id, ids=(seq.ids + seq.generated)[: seq.length], blocks=seq.blocks)
+        else:
+            self.rows.release(row)
+
+    def _update_kv_gauges(self) -> None:
+        live = sum(s.length for s in self._running)
+        self.metrics.kv_bytes.set(self.budget.need(live) + self.kept_bytes)
+        self.metrics.kv_sessions.set(len(self.rows.kept))
+
+    def _fail_running(self, exc: Exception) -> None:
+        error = _model_error(exc, self.model)
+        for seq in list(self._running):
+            if not seq.finished:
+                self._finish(seq, error=error)
+        self._running = []
+        self._update_kv_gauges()
+
+
+def _text_stack(model: Any, *, compile_prefill: bool) -> Any:
+    """The model's fast ``TextStack`` when it already has one (``QwenOmniModel.fast``), else a
+    new one set up like ``FastThinker`` does on CUDA (stacked q/k/v, grouped MoE prefill)."""
+    from ..runtime.fast.layers import TextStack
+
+    fast = getattr(model, "fast", None)
+    if fast is not None and getattr(fast, "stack", None) is not None:
+        return fast.stack
+    thinker = model.model.thinker
+    stack = TextStack(thinker.model.language_model, thinker.lm_head)
+    device = thinker.lm_head.weight.device
+    if device.type == "cuda":
+        from ..runtime.fast.moe_prefill import grouped_gemm_available
+
+        stack.fuse_qkv()
+        stack.prefill_experts = "grouped" if grouped_gemm_available(device) else "reference"
+        if compile_prefill:
+            stack.compile_prefill()
+    return stack
