@@ -62,8 +62,7 @@ class FastBatchedEngine(BatchedEngine):
         import torch
 
         super().__init__(model, metrics=metrics, max_sessions=max_sessions, kv_budget_bytes=kv_budget_bytes, max_batch=max_batch)
-        inner = self.thinker.model
-        if not hasattr(inner, "language_model"):
+        if model.family.key != "qwen3_omni" or not hasattr(self.thinker.model, "language_model"):
             raise UserError(f"the fast engine serves Qwen3-Omni Thinkers; serve {model.family.label} with --engine batched")
         from ..runtime.fast.batched_decode import BatchedDecoder
         from ..runtime.fast.prefix_cache import ImageEmbeddingCache
