@@ -1,8 +1,10 @@
 """``omni-agent serve`` on the GPU: concurrent GUI sessions and spoken answers through HTTP.
 
 Builds the full-size Qwen3-Omni-30B-A3B (Thinker + Talker) with random bf16 weights on the GPU
-(gpu_smoke's builder), serves it with the batched engine (``omni_agent.serve``) on 127.0.0.1 and
-drives it with real HTTP clients:
+(gpu_smoke's builder), serves it with the fast engine (``--engine fast``, the default:
+``FastBatchedEngine``, row-static KV cache, one CUDA graph per batch bucket) or the plain one
+(``--engine plain``: ``BatchedEngine``, eager transformers modules) on 127.0.0.1 and drives it
+with real HTTP clients:
 
 * GUI sessions: 1, 4 and 16 concurrent 10-step episodes (gpu_step's scenario: each step adds a
   tool result with a new 1280x704 screenshot and the model answers with a 40-token call), each
@@ -12,10 +14,13 @@ drives it with real HTTP clients:
 
 Printed per concurrency: aggregate decode throughput (completion tokens / wall time), step
 latency p50 / p95, time to first audio p50 / max and the Talker's real-time factor (Talker time
-/ audio time), plus the engine's largest decode batch and its KV reuse.
+/ audio time), plus the level's largest decode batch and its KV reuse. Before the levels (fast
+engine): the next-token logits of 16 requests decoded alone vs in one batch of 16 (relative
+error, same top-1), and greedy answers over HTTP alone vs together.
 
     python evals/perf/gpu_serve.py                      # exits 2 with a clear message without CUDA
-    python evals/perf/gpu_serve.py --sessions 1,4,16 --json $OUT/gpu_serve.json
+    python evals/perf/gpu_serve.py --sessions 1,4,16 --steps 10 --json $OUT/gpu_serve.json
+    python evals/perf/gpu_serve.py --engine plain       # the eager BatchedEngine, for comparison
     python evals/perf/gpu_serve.py --dry-run            # tiny model on CPU: checks the script only
 """
 
@@ -143,10 +148,34 @@ async def alone_vs_batched(base: str, n: int = 4, tokens: int = 8) -> dict:
     return {"identical": sum(a == b for a, b in zip(alone, batched)), "of": n}
 
 
+def logits_alone_vs_batched(engine, tokenizer, n: int = 16) -> dict:
+    """Prefill ``n`` different prompts into rows 0..n-1 (the server is idle), then decode their
+    next token alone (batch 1) and all together (batch n): relative error of the logits and
+    top-1 agreement per request. Rows are given back untouched in the row table (never kept)."""
+    import torch
+
+    stack, cache, decoder = engine.stack, engine.cache, engine.decoder
+    entries = []
+    with torch.inference_mode():
+        for i in range(n):
+            ids = tokenizer(f"Request {i}: " + "describe the screen and the next action " * (1 + 3 * i))["input_ids"]
+            x = stack.model.embed_tokens(torch.tensor([ids], device=engine.device))
+            pos = torch.arange(len(ids), device=engine.device).view(1, 1, -1).expand(3, 1, -1)
+            logits = stack.forward(x, pos, cache.row(i), 0)
+            entries.append((int(logits[0, -1].argmax()), len(ids), i, len(ids)))
+        tokens, positions, rows, slots = (list(col) for col in zip(*entries))
+        alone = torch.cat([decoder.step([tokens[i]], [positions[i]], [rows[i]], [slots[i]]).clone() for i in range(n)])
+        together = decoder.step(tokens, positions, rows, slots).clone()
+    rel = ((together - alone).norm(dim=-1) / alone.norm(dim=-1)).tolist()
+    same = (together.argmax(-1) == alone.argmax(-1)).tolist()
+    return {"batch": n, "rel_err_max": max(rel), "rel_err_median": statistics.median(rel), "same_top1": sum(same), "of": n}
+
+
 async def run_level(base: str, sessions: int, args, requests: list, metrics, *, tag: str = "gui") -> dict:
     import httpx
 
     tools = gpu_smoke.TOOLS + gpu_step.EXTRA_TOOLS
+    metrics.max_batch_size.set(0)  # this level's largest batch
     shared_before = metrics.value("omni_shared_decode_steps_total")
     steps_before = metrics.value("omni_decode_steps_total")
     async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=64)) as client:
@@ -188,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--call-tokens", type=int, default=40)
     parser.add_argument("--answer-tokens", type=int, default=15, help="text tokens of each spoken answer")
     parser.add_argument("--frames-per-token", type=float, default=2.0, help="Talker frames (80 ms) per text token")
+    parser.add_argument("--engine", choices=("fast", "plain"), default="fast", help="FastBatchedEngine (default) or BatchedEngine")
+    parser.add_argument("--row-tokens", type=int, default=None, help="fast engine: KV slots per request (default: the engine's, 12288 on CUDA)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--dry-run", action="store_true", help="tiny model on CPU: checks the script, measures nothing")
     args = parser.parse_args(argv)
@@ -196,15 +227,31 @@ def main(argv: list[str] | None = None) -> int:
         return refused
     from omni_agent.serve.app import create_app
     from omni_agent.serve.engine import BatchedEngine
+    from omni_agent.serve.fast_engine import FastBatchedEngine
     from omni_agent.serve.metrics import ServeMetrics
     from omni_agent.serve.server import BackgroundServer
 
     report: dict = gpu_smoke.run_report("gpu_serve")
     qwen, device = build_served_model(args)
     metrics = ServeMetrics()
-    engine = BatchedEngine(qwen, metrics=metrics)
+    report["engine"] = args.engine
+    if args.engine == "fast":
+        row_tokens = args.row_tokens or (12288 if args.dry_run else None)  # a 10-step episode is ~9.4k tokens
+        engine = FastBatchedEngine(qwen, metrics=metrics, row_tokens=row_tokens)
+        log(f"fast engine: {engine.cache.rows} rows x {engine.cache.row_tokens} tokens ({engine.cache.nbytes / 2**30:.1f} GiB); "
+            f"grouped experts from batch {engine.decoder.grouped_from} (grouped/gemv time per bucket: "
+            f"{ {b: round(r, 2) for b, r in engine.expert_choice.items()} })")
+        report["logits_alone_vs_batched"] = check = logits_alone_vs_batched(engine, qwen.processor.tokenizer)
+        log(f"logits alone vs in a batch of {check['batch']}: rel. err max {check['rel_err_max']:.2e} median "
+            f"{check['rel_err_median']:.2e}, same top-1 {check['same_top1']}/{check['of']}")
+        buckets = [b for b in engine.decoder.batch_sizes if b <= 32]
+        log(f"captured {engine.decoder.graphs_captured} graphs so far; warming up batch buckets {buckets} x lengths {engine.decoder.length_sizes}")
+        report["graph_warm_up_s"] = engine.warm_up(buckets)
+        log(f"warm-up {report['graph_warm_up_s']:.1f} s, {engine.decoder.graphs_captured} graphs")
+    else:
+        engine = BatchedEngine(qwen, metrics=metrics)
     server = BackgroundServer(create_app(engine, metrics=metrics)).start()
-    log(f"serving on {server.base_url}; KV budget {engine.budget.budget / 2**30:.1f} GiB ({engine.budget.per_token} B/token)")
+    log(f"serving on {server.base_url} ({type(engine).__name__}); KV budget {engine.budget.budget / 2**30:.1f} GiB ({engine.budget.per_token} B/token)")
     requests = session_requests(args.steps)
     levels = []
     try:
@@ -223,7 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     report["levels"] = levels
     print(f"\nmachine     {report['machine']}; torch {report['torch']}, transformers {report['transformers']}, {report['date']}")
-    print("engine      omni_agent.serve BatchedEngine: plain transformers path (eager, DynamicCache), continuous batching, session KV reuse")
+    if args.engine == "fast":
+        check = report["logits_alone_vs_batched"]
+        print("engine      omni_agent.serve FastBatchedEngine: row-static KV cache, batched decode (one CUDA graph per batch bucket), "
+              "continuous batching, session rows reused")
+        print(f"logits      alone vs in a batch of {check['batch']}: rel. err max {check['rel_err_max']:.2e}, "
+              f"same top-1 {check['same_top1']}/{check['of']}")
+    else:
+        print("engine      omni_agent.serve BatchedEngine: plain transformers path (eager, DynamicCache), continuous batching, session KV reuse")
+    print(f"greedy      answers over HTTP alone vs together: {report['alone_vs_batched']['identical']}/{report['alone_vs_batched']['of']} identical")
     print(f"{'sessions':>8} {'tok/s':>8} {'step p50':>9} {'step p95':>9} {'TTFA p50':>9} {'TTFA max':>9} {'RTF':>6} {'max batch':>9} {'reused':>7}")
     for r in levels:
         print(f"{r['sessions']:>8} {r['tokens_per_s']:>8.1f} {r['step_p50_ms']:>7.0f}ms {r['step_p95_ms']:>7.0f}ms "
@@ -232,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(levels) >= 2:
         one, many = levels[0], levels[-1]
         print(f"throughput x{many['tokens_per_s'] / one['tokens_per_s']:.1f} at {many['sessions']} sessions (target >= 8x); "
-              f"step p95 x{many['step_p95_ms'] / one['step_p95_ms']:.1f} (target <= 2x)")
+              f"step p95 x{many['step_p95_ms'] / one['step_p95_ms']:.1f} (target <= 2x); TTFA p50 {one['ttfa_p50_ms']:.0f} ms at "
+              f"{one['sessions']} (target <= 300), {many['ttfa_p50_ms']:.0f} ms at {many['sessions']} (target <= 600); "
+              f"RTF {many['talker_rtf_median']:.2f} at {many['sessions']} (target <= 0.3)")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -29,8 +29,9 @@ from .row_table import Row, RowTable
 
 __all__ = ["FastBatchedEngine", "RowBudget"]
 
-_ROW_TOKENS = {"cuda": 8192, "cpu": 2048}
-"""Default tokens per row: a 10-step GUI episode with screenshots is ~4.3k tokens."""
+_ROW_TOKENS = {"cuda": 12288, "cpu": 2048}
+"""Default tokens per row: a 10-step GUI episode with a 1280x704 screenshot per step (880
+tokens each) reaches ~9.4k tokens."""
 _LENGTH_BUCKETS = (1024, 2048, 4096, 8192)
 _IMAGE_EMBEDDINGS = 64
 

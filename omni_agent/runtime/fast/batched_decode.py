@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from ...exceptions import ModelError
 from .batched_kernels import batched_decode_attention, batched_decode_attention_reference, write_kv
-from .layers import LayerWeights, TextStack, rms_norm
+from .layers import LayerWeights, TextStack
 from .row_cache import RowKVCache
 
 __all__ = ["BatchedDecoder", "batch_buckets"]
@@ -40,7 +40,7 @@ class BatchedDecoder:
     """Batched decode steps of a ``TextStack`` over a ``RowKVCache`` (graphs on CUDA, eager elsewhere)."""
 
     def __init__(self, stack: TextStack, cache: RowKVCache, *, max_batch: int, length_buckets: Sequence[int] = (),
-                 cuda_graphs: bool = True) -> None:  # fmt: skip
+                 cuda_graphs: bool = True, compile: bool = True) -> None:  # fmt: skip
         import torch
 
         self.stack = stack
@@ -51,6 +51,16 @@ class BatchedDecoder:
         top = cache.row_tokens
         self.length_sizes = sorted({b for b in length_buckets if 0 < b < top} | {top})
         self.graphs_on = bool(cuda_graphs and cuda)
+        self.compile_on = bool(compile and cuda)
+        self._compiled = False
+        # The per-layer element-wise work (norms, rotary, residuals, router, expert activation):
+        # eager here, compiled once per batch bucket on CUDA (``_compile``).
+        self.pre_attention = stack._pre_attention  # noqa: SLF001 - the stack's layer maths, shared
+        self.pre_attention_fused = stack._pre_attention_fused  # noqa: SLF001
+        self.post_attention = stack._post_attention  # noqa: SLF001
+        self.expert_act = stack._expert_act  # noqa: SLF001
+        self.route = self._route
+        self.combine = _combine
         from .moe_kernels import triton_available
 
         self.triton = triton_available(self.device)
@@ -102,8 +112,6 @@ class BatchedDecoder:
 
     def _forward(self, size: int, length: int) -> Any:
         """The step's maths over the first ``size`` entries of the packed buffer (graph-capturable)."""
-        import torch.nn.functional as F
-
         s = self.stack
         tokens, positions, rows, slots = self.packed[:, :size]
         x = s.model.embed_tokens(tokens.view(size, 1))  # [B, 1, H]
@@ -111,9 +119,9 @@ class BatchedDecoder:
         flat = ((rows.view(-1, 1) * s.num_kv_heads + self.head_index.view(1, -1)) * self.cache.row_tokens + slots.view(-1, 1)).view(-1)
         for i, w in enumerate(s.layers):
             if w.qkv is not None:
-                q, k, v = s.pre_attention_fused(x, w.ln1, w.qkv, w.q_norm, w.k_norm, cos, sin)
+                q, k, v = self.pre_attention_fused(x, w.ln1, w.qkv, w.q_norm, w.k_norm, cos, sin)
             else:
-                q, k, v = s.pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
+                q, k, v = self.pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
             kc, vc = self.cache.layer(i)
             write_kv(kc, k, flat)
             write_kv(vc, v, flat)
@@ -122,16 +130,13 @@ class BatchedDecoder:
                 a = batched_decode_attention(qf, kc, vc, rows, slots, length, s.scale)
             else:
                 a = batched_decode_attention_reference(qf, kc, vc, rows, slots, length, s.scale)
-            x = x + F.linear(a.reshape(size, 1, -1), w.o)
-            x = self._mlp(w, x, rms_norm(x, w.ln2, s.eps), grouped=self.grouped_from is not None and size >= self.grouped_from)
+            x, h = self.post_attention(x, a.reshape(size, 1, -1), w.o, w.ln2)
+            x = self._mlp(w, x, h, grouped=self.grouped_from is not None and size >= self.grouped_from)
         return s.head(x)[:, 0].float()
 
     def _mlp(self, w: LayerWeights, x: Any, h: Any, *, grouped: bool) -> Any:
         """Residual MLP of B tokens: MoE experts per (token, expert) pair or grouped; dense and
         shared-expert layers through the stack's own code."""
-        import torch
-        import torch.nn.functional as F
-
         s = self.stack
         if w.router is None or w.shared is not None:
             return s._mlp_from(w, x, h)  # noqa: SLF001 - the stack's dense / shared-expert maths
@@ -142,18 +147,41 @@ class BatchedDecoder:
 
             out = moe_prefill(flat, w.router, w.gate_up, w.down, top_k=s.top_k, norm_topk=s.norm_topk, grouped=True)
             return x + out.view_as(x)
-        probs = torch.softmax(F.linear(flat, w.router).float(), dim=-1)
+        from .moe_kernels import expert_gemv
+
+        xs, top_w, chosen = self.route(flat, w.router)
+        gu = expert_gemv(w.gate_up, xs, chosen, use_triton=self.triton)
+        out = expert_gemv(w.down, self.expert_act(gu), chosen, use_triton=self.triton)
+        return self.combine(x, out, top_w)
+
+    def _route(self, h: Any, router: Any) -> tuple[Any, Any, Any]:
+        """Router of B tokens h [B, H] (softmax in float32, top-k, renormalised): one input row
+        per (token, expert) pair [B*k, H], the pairs' weights [B, k] and expert ids [B*k]."""
+        import torch
+        import torch.nn.functional as F
+
+        s = self.stack
+        probs = torch.softmax(F.linear(h, router).float(), dim=-1)
         top_w, top_i = torch.topk(probs, s.top_k, dim=-1)
         if s.norm_topk:
             top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-        from .moe_kernels import expert_gemv
+        return h.repeat_interleave(s.top_k, dim=0), top_w.to(h.dtype), top_i.reshape(-1)
 
-        chosen = top_i.reshape(-1)
-        xs = flat.repeat_interleave(s.top_k, dim=0)  # one input row per (token, expert) pair
-        gu = expert_gemv(w.gate_up, xs, chosen, use_triton=self.triton)
-        out = expert_gemv(w.down, s.expert_act(gu), chosen, use_triton=self.triton)
-        out = (out.view(size, s.top_k, -1) * top_w.to(h.dtype).unsqueeze(-1)).sum(dim=1)
-        return x + out.view_as(x)
+    def _compile(self) -> None:
+        """Compile the per-layer functions (static shapes: one entry per batch bucket, shared by
+        all layers since the weights are arguments)."""
+        import torch
+
+        def fast(fn: Any) -> Any:
+            return torch.compile(fn, dynamic=False, fullgraph=True)
+
+        self.pre_attention = fast(self.pre_attention)
+        self.pre_attention_fused = fast(self.pre_attention_fused)
+        self.post_attention = fast(self.post_attention)
+        self.expert_act = fast(self.expert_act)
+        self.route = fast(self.route)
+        self.combine = fast(self.combine)
+        self._compiled = True
 
     # -- CUDA graphs ---------------------------------------------------------------------------
     def _pad_all(self) -> None:
@@ -165,6 +193,8 @@ class BatchedDecoder:
         import torch
 
         self._pad_all()
+        if self.compile_on and not self._compiled:
+            self._compile()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream()
@@ -174,7 +204,7 @@ class BatchedDecoder:
                 self._forward(size, length)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):  # the Talker's thread may run meanwhile
             out = self._forward(size, length)
         self._graphs[(size, length)] = (graph, out)
         self.graphs_captured += 1
@@ -222,3 +252,9 @@ class BatchedDecoder:
                     self._capture(*key)
         torch.cuda.synchronize(self.device)
         return time.perf_counter() - t0
+
+
+def _combine(x: Any, out: Any, top_w: Any) -> Any:
+    """x + each token's expert outputs [B*k, H] weighted by top_w [B, k]."""
+    size, k = top_w.shape
+    return x + (out.view(size, k, -1) * top_w.unsqueeze(-1)).sum(dim=1).view_as(x)
