@@ -166,12 +166,37 @@ def logits_alone_vs_batched(engine, tokenizer, n: int = 16) -> dict:
         tokens, positions, rows, slots = (list(col) for col in zip(*entries))
         alone = torch.cat([decoder.step([tokens[i]], [positions[i]], [rows[i]], [slots[i]]).clone() for i in range(n)])
         together = decoder.step(tokens, positions, rows, slots).clone()
+        graphs, decoder.graphs_on = decoder.graphs_on, False
+        eager = decoder.step(tokens, positions, rows, slots).clone()  # the same step without its graph
+        decoder.graphs_on = graphs
     rel = ((together - alone).norm(dim=-1) / alone.norm(dim=-1)).tolist()
     same = (together.argmax(-1) == alone.argmax(-1)).tolist()
-    return {"batch": n, "rel_err_max": max(rel), "rel_err_median": statistics.median(rel), "same_top1": sum(same), "of": n}
+    graph_rel = float(((together - eager).norm() / eager.norm()).item())
+    return {"batch": n, "rel_err_max": max(rel), "rel_err_median": statistics.median(rel), "same_top1": sum(same), "of": n,
+            "graph_vs_eager_rel_err": graph_rel}
 
 
-async def run_level(base: str, sessions: int, args, requests: list, metrics, *, tag: str = "gui") -> dict:
+def kernel_check(engine) -> dict:
+    """The Triton batched attention against its torch reference on the model's head shapes
+    (bf16 cache, 16 entries over random rows and lengths, padding entries included)."""
+    import torch
+
+    from omni_agent.runtime.fast.batched_kernels import batched_decode_attention, batched_decode_attention_reference
+
+    s = engine.stack
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    rows, length = 8, 4096
+    k = torch.randn((rows + 1, s.num_kv_heads, length, s.head_dim), generator=gen).to(engine.device, engine.dtype)
+    v = torch.randn((rows + 1, s.num_kv_heads, length, s.head_dim), generator=gen).to(engine.device, engine.dtype)
+    q = torch.randn((16, s.num_heads, s.head_dim), generator=gen).to(engine.device, engine.dtype)
+    row_ids = torch.randint(0, rows + 1, (16,), generator=gen).to(engine.device)
+    last = torch.randint(0, length, (16,), generator=gen).to(engine.device)
+    want = batched_decode_attention_reference(q, k, v, row_ids, last, length, s.scale).float()
+    got = batched_decode_attention(q, k, v, row_ids, last, length, s.scale).float()
+    return {"rel_err": float(((got - want).norm() / want.norm()).item())}
+
+
+async def run_level(base: str, sessions: int, args, requests: list, metrics, *, tag: str = "gui", engine=None) -> dict:
     import httpx
 
     tools = gpu_smoke.TOOLS + gpu_step.EXTRA_TOOLS
@@ -202,6 +227,7 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
         "decode_steps": metrics.value("omni_decode_steps_total") - steps_before,
         "shared_decode_steps": metrics.value("omni_shared_decode_steps_total") - shared_before,
         "max_batch": metrics.value("omni_max_batch_size"),
+        "prefilled_together_total": getattr(engine, "prefilled_together", None),
         "ttfa_p50_ms": pct([s["ttfa_ms"] for s in spoken], 0.5),
         "ttfa_max_ms": max(s["ttfa_ms"] for s in spoken),
         "talker_rtf_median": statistics.median(s["rtf"] for s in spoken),
@@ -241,9 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"fast engine: {engine.cache.rows} rows x {engine.cache.row_tokens} tokens ({engine.cache.nbytes / 2**30:.1f} GiB); "
             f"grouped experts from batch {engine.decoder.grouped_from} (grouped/gemv time per bucket: "
             f"{ {b: round(r, 2) for b, r in engine.expert_choice.items()} })")
+        if engine.decoder.triton_attention:
+            report["attention_kernel"] = kernel_check(engine)
+            log(f"Triton batched attention vs torch reference (bf16): rel. err {report['attention_kernel']['rel_err']:.2e}")
         report["logits_alone_vs_batched"] = check = logits_alone_vs_batched(engine, qwen.processor.tokenizer)
         log(f"logits alone vs in a batch of {check['batch']}: rel. err max {check['rel_err_max']:.2e} median "
-            f"{check['rel_err_median']:.2e}, same top-1 {check['same_top1']}/{check['of']}")
+            f"{check['rel_err_median']:.2e}, same top-1 {check['same_top1']}/{check['of']}; graph vs eager step "
+            f"rel. err {check['graph_vs_eager_rel_err']:.2e}")
         buckets = [b for b in engine.decoder.batch_sizes if b <= 32]
         log(f"captured {engine.decoder.graphs_captured} graphs so far; warming up batch buckets {buckets} x lengths {engine.decoder.length_sizes}")
         report["graph_warm_up_s"] = engine.warm_up(buckets)
@@ -261,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"greedy answers alone vs in one batch (bf16): {report['alone_vs_batched']['identical']}/{report['alone_vs_batched']['of']} identical")
         for sessions in [int(s) for s in args.sessions.split(",") if s]:
             log(f"{sessions} concurrent sessions x {args.steps} steps, then {sessions} spoken answers")
-            row = asyncio.run(run_level(server.base_url, sessions, args, requests, metrics))
+            row = asyncio.run(run_level(server.base_url, sessions, args, requests, metrics, engine=engine))
             levels.append(row)
             log(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
             if args.json is not None:  # kept after every level: a run cut short still leaves its figures

@@ -25,7 +25,7 @@ from .engine import BatchedEngine, _generator, _model_error, _Sequence
 from .errors import CapacityError
 from .kv_sessions import KVBudget
 from .metrics import ServeMetrics
-from .row_table import Row, RowTable
+from .row_table import RowTable
 
 __all__ = ["FastBatchedEngine", "RowBudget"]
 
@@ -34,6 +34,8 @@ _ROW_TOKENS = {"cuda": 12288, "cpu": 2048}
 tokens each) reaches ~9.4k tokens."""
 _LENGTH_BUCKETS = (1024, 2048, 4096, 8192)
 _IMAGE_EMBEDDINGS = 64
+_SHORT_PREFILL = 256
+"""New tokens up to which waiting text-only requests are prefilled together in one forward."""
 
 
 class RowBudget(KVBudget):
@@ -81,8 +83,10 @@ class FastBatchedEngine(BatchedEngine):
             self.decoder = BatchedDecoder(self.stack, self.cache, max_batch=max_batch, length_buckets=length_buckets, cuda_graphs=cuda_graphs)
             self.expert_choice = self.decoder.choose_experts()
         self.rows = RowTable(rows, max_sessions=max_sessions)
-        self._row_of: dict[_Sequence, Row] = {}
+        self._row_of: dict[_Sequence, Any] = {}
         self._embeddings = ImageEmbeddingCache(_IMAGE_EMBEDDINGS)
+        self.prefilled_together = 0
+        """Requests prefilled in a shared forward with others (tests and benchmarks read it)."""
         self.metrics.kv_budget.set(self.cache.nbytes)
 
     def warm_up(self, batch_sizes: Sequence[int] | None = None, lengths: Sequence[int] | None = None) -> float:
@@ -99,7 +103,10 @@ class FastBatchedEngine(BatchedEngine):
 
     # -- admission and prefill (engine thread) -----------------------------------------------------
     def _admit(self) -> None:
-        while self._waiting and len(self._running) < self.max_batch:
+        """Give waiting requests rows (as many as the batch and the rows allow) and prefill them:
+        short text-only ones together in one forward, the rest one by one."""
+        admitted: list[tuple[_Sequence, int]] = []
+        while self._waiting and len(self._running) + len(admitted) < self.max_batch:
             seq = self._waiting[0]
             if seq.cancelled:
                 self._waiting.popleft()
@@ -107,7 +114,7 @@ class FastBatchedEngine(BatchedEngine):
                 continue
             got = self.rows.acquire(seq.session_id, seq.ids, seq.blocks)
             if got is None:
-                return  # every row is busy: wait for a running request to finish
+                break  # every row is busy: wait for a running request to finish
             row, reuse = got
             self._waiting.popleft()
             self.metrics.waiting_sequences.dec()
@@ -115,24 +122,66 @@ class FastBatchedEngine(BatchedEngine):
             self.budget.reserved += seq.reserved
             self.metrics.active_sequences.inc()
             self._row_of[seq] = row
-            try:
-                self._prefill_row(seq, row, reuse)
-            except Exception as exc:
-                self._finish(seq, error=_model_error(exc, self.model))
-                continue
-            if not seq.finished:
-                self._running.append(seq)
-            self._update_kv_gauges()
+            admitted.append((seq, reuse))
+        short = [(s, k) for s, k in admitted if self._short(s, k)]
+        if len(short) < 2:
+            short = []
+        if short:
+            self._guarded(short, together=True)
+        for seq, reuse in admitted:
+            if (seq, reuse) not in short:
+                self._guarded([(seq, reuse)], together=False)
+        self._update_kv_gauges()
 
-    def _prefill_row(self, seq: _Sequence, row: Row, reuse: int) -> None:
+    def _guarded(self, group: list[tuple[_Sequence, int]], *, together: bool) -> None:
+        """Prefill a group; a failure fails its requests only. Prefilled, unfinished ones join the batch."""
+        try:
+            if together:
+                self._prefill_together(group)
+            else:
+                self._prefill_row(*group[0])
+        except Exception as exc:
+            error = _model_error(exc, self.model)
+            for seq, _ in group:
+                if not seq.finished:
+                    self._finish(seq, error=error)
+            return
+        self._running.extend(seq for seq, _ in group if not seq.finished)
+
+    def _short(self, seq: _Sequence, reuse: int) -> bool:
+        """Text-only after the reused prefix and at most ``_SHORT_PREFILL`` new tokens."""
+        media = any(seq.inputs.get(key) is not None for key in ("input_features", "pixel_values_videos"))
+        return not media and len(seq.ids) - reuse <= _SHORT_PREFILL and not any(b.start >= reuse for b in seq.blocks)
+
+    def _prefill_row(self, seq: _Sequence, reuse: int) -> None:
         t0 = time.perf_counter()
         positions, _ = self._rope_index(seq.inputs)
-        view = self.cache.row(row.index)
+        view = self.cache.row(self._row_of[seq].index)
         plain = any(seq.inputs.get(key) is not None for key in ("input_features", "pixel_values_videos"))
         if plain:
             logits = self._prefill_plain(seq, view, positions, reuse)
         else:
             logits = self._prefill_fast(seq, view, positions, reuse)
+        self._prefilled(seq, positions, reuse, logits, t0)
+
+    def _prefill_together(self, group: list[tuple[_Sequence, int]]) -> None:
+        """Short text-only requests in one forward (``multi_prefill``), each into its own row."""
+        import torch
+
+        from ..runtime.fast.multi_prefill import prefill_many
+
+        t0 = time.perf_counter()
+        positions = [self._rope_index(seq.inputs)[0] for seq, _ in group]
+        ids = [t for seq, k in group for t in seq.ids[k:]]
+        x = self.stack.model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))
+        pos = torch.cat([p[:, :, k:] for p, (_, k) in zip(positions, group)], dim=2).to(self.device)
+        parts = [(self.cache.row(self._row_of[seq].index), k, len(seq.ids) - k) for seq, k in group]
+        logits = prefill_many(self.stack, x, pos, parts).float()
+        self.prefilled_together += len(group)
+        for j, (seq, k) in enumerate(group):
+            self._prefilled(seq, positions[j], k, logits[j], t0)
+
+    def _prefilled(self, seq: _Sequence, positions: Any, reuse: int, logits: Any, t0: float) -> None:
         seq.length = len(seq.ids)
         seq.next_pos = int(positions.max()) + 1
         seq.reused = reuse
