@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"logits alone vs in a batch of {check['batch']}: rel. err max {check['rel_err_max']:.2e} median "
             f"{check['rel_err_median']:.2e}, same top-1 {check['same_top1']}/{check['of']}; graph vs eager step "
             f"rel. err {check['graph_vs_eager_rel_err']:.2e}")
-        buckets = [b for b in engine.decoder.batch_sizes if b <= 32]
+        buckets = [b for b in engine.decoder.batch_sizes if b <= max(int(s) for s in args.sessions.split(",") if s)]
         log(f"captured {engine.decoder.graphs_captured} graphs so far; warming up batch buckets {buckets} x lengths {engine.decoder.length_sizes}")
         report["graph_warm_up_s"] = engine.warm_up(buckets)
         log(f"warm-up {report['graph_warm_up_s']:.1f} s, {engine.decoder.graphs_captured} graphs")

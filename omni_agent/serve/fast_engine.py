@@ -32,7 +32,7 @@ __all__ = ["FastBatchedEngine", "RowBudget"]
 _ROW_TOKENS = {"cuda": 12288, "cpu": 2048}
 """Default tokens per row: a 10-step GUI episode with a 1280x704 screenshot per step (880
 tokens each) reaches ~9.4k tokens."""
-_LENGTH_BUCKETS = (1024, 2048, 4096, 8192)
+_LENGTH_BUCKETS = (2048, 4096, 8192)
 _IMAGE_EMBEDDINGS = 64
 _SHORT_PREFILL = 256
 """New tokens up to which waiting text-only requests are prefilled together in one forward."""
