@@ -139,3 +139,24 @@ def test_serve_picks_the_engine_by_name_and_device(tiny_qwen3_omni_dir, tiny_qwe
         backend_for_model(omni25, metrics=ServeMetrics(), engine="fast")
     with pytest.raises(UserError, match="auto, fast, batched or serial"):
         backend_for_model(omni3, metrics=ServeMetrics(), engine="turbo")
+
+
+def test_short_requests_prefilled_together_match_their_single_prefills(tiny_qwen3_omni_dir):
+    from omni_agent.runtime.fast.multi_prefill import prefill_many
+    from tests.fixtures.serve import load_tiny_engine
+
+    engine, _ = load_tiny_engine(tiny_qwen3_omni_dir, fast=True, max_batch=4, max_sessions=2)
+    stack, cache = engine.stack, engine.cache
+    prompts = [[5, 6, 7, 8, 9], [100, 200, 300], [42] * 11]
+    with torch.inference_mode():
+        singles = []
+        for row, ids in enumerate(prompts):
+            pos = torch.arange(len(ids)).view(1, 1, -1).expand(3, 1, -1)
+            singles.append(stack.forward(stack.model.embed_tokens(torch.tensor([ids])), pos, cache.row(row), 0)[0, -1])
+        flat = [t for ids in prompts for t in ids]
+        pos = torch.cat([torch.arange(len(ids)) for ids in prompts]).view(1, 1, -1).expand(3, 1, -1)
+        parts = [(cache.row(3 + j), 0, len(ids)) for j, ids in enumerate(prompts)]
+        together = prefill_many(stack, stack.model.embed_tokens(torch.tensor([flat])), pos, parts)
+    torch.testing.assert_close(together, torch.stack(singles), rtol=1e-5, atol=1e-5)
+    for j, ids in enumerate(prompts):  # each part's K/V landed in its own row, at its own slots
+        torch.testing.assert_close(cache.k[:, 3 + j, :, : len(ids)], cache.k[:, j, :, : len(ids)], rtol=1e-5, atol=1e-5)

@@ -135,3 +135,21 @@ def test_padding_to_a_batch_bucket_changes_no_entry_and_no_other_row(tiny_qwen3_
     torch.testing.assert_close(in_eight, in_four, rtol=1e-5, atol=1e-5)
     assert torch.equal(in_eight.argmax(-1), alone.argmax(-1))
     assert torch.equal(cache.k[:, 3 : cache.rows], untouched)  # padding wrote only the scratch row
+
+
+def test_prompts_are_prepared_incrementally_with_the_plain_engines_ids_and_images(served_fast_omni, served_tiny_omni):
+    from omni_agent.models.base import ModelRequest
+    from omni_agent.serve.chat import ChatLimits, _messages
+
+    fast, plain = served_fast_omni.backend, served_tiny_omni.backend
+    turn = [{"role": "user", "content": [{"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": _image_url((5, 6, 7))}}]}]
+    turns = [turn, [*turn, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": [{"type": "text", "text": "more"}, {"type": "image_url", "image_url": {"url": _image_url((7, 6, 5))}}]}]]
+    reused_before = fast.prompts.reused_chunks
+    for messages in turns:
+        request = ModelRequest(messages=_messages(messages, ChatLimits()))  # as the server parses them
+        ids, _, blocks = fast._prepare(request, "")
+        want_ids, _, want_blocks = plain._prepare(request, "")
+        assert ids == want_ids
+        assert [(b.kind, b.start, b.end, b.key) for b in blocks] == [(b.kind, b.start, b.end, b.key) for b in want_blocks]
+    assert fast.prompts.reused_chunks > reused_before  # the second turn kept the first turn's chunks

@@ -201,6 +201,8 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
 
     tools = gpu_smoke.TOOLS + gpu_step.EXTRA_TOOLS
     metrics.max_batch_size.set(0)  # this level's largest batch
+    prepared = getattr(engine, "prepare_seconds", None)
+    prepare_mark = len(prepared) if prepared is not None else 0
     shared_before = metrics.value("omni_shared_decode_steps_total")
     steps_before = metrics.value("omni_decode_steps_total")
     async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=64)) as client:
@@ -208,6 +210,7 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
         per_session = await asyncio.gather(*[
             gui_session(client, base, f"{tag}-{sessions}-{i}", requests, tools, args.call_tokens) for i in range(sessions)])
         gui_wall = time.perf_counter() - t0
+        prepare_ms = [1000 * v for v in list(prepared)[prepare_mark:]] if prepared is not None else []
         done = [r for s in per_session for r in s]
         log(f"  {sessions} sessions: {sum(r['tokens'] for r in done) / gui_wall:.1f} tok/s, step p50 "
             f"{pct([r['ms'] for r in done], 0.5):.0f} ms p95 {pct([r['ms'] for r in done], 0.95):.0f} ms, max batch "
@@ -228,6 +231,8 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
         "shared_decode_steps": metrics.value("omni_shared_decode_steps_total") - shared_before,
         "max_batch": metrics.value("omni_max_batch_size"),
         "prefilled_together_total": getattr(engine, "prefilled_together", None),
+        "prepare_p50_ms": pct(prepare_ms, 0.5),
+        "prepare_p95_ms": pct(prepare_ms, 0.95),
         "ttfa_p50_ms": pct([s["ttfa_ms"] for s in spoken], 0.5),
         "ttfa_max_ms": max(s["ttfa_ms"] for s in spoken),
         "talker_rtf_median": statistics.median(s["rtf"] for s in spoken),

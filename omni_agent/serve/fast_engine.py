@@ -17,13 +17,14 @@ with a ``CapacityError``; when every row is busy a request waits in the queue.
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any, Sequence
 
 from ..exceptions import UserError
 from .engine import BatchedEngine, _generator, _model_error, _Sequence
 from .errors import CapacityError
-from .kv_sessions import KVBudget
+from .kv_sessions import KVBudget, MediaBlock
 from .metrics import ServeMetrics
 from .row_table import RowTable
 
@@ -87,6 +88,13 @@ class FastBatchedEngine(BatchedEngine):
         self._embeddings = ImageEmbeddingCache(_IMAGE_EMBEDDINGS)
         self.prefilled_together = 0
         """Requests prefilled in a shared forward with others (tests and benchmarks read it)."""
+        from ..runtime.fast.incremental_prompt import IncrementalPromptBuilder
+
+        # One builder for every session: each prompt continues the record of its own last turn.
+        self.prompts = IncrementalPromptBuilder(model.processor, image_cache=self._images, image_token_id=self.image_token,
+                                                records=max_sessions + max_batch)  # fmt: skip
+        self.prepare_seconds: collections.deque[float] = collections.deque(maxlen=4096)
+        """Host time of each request's prompt preparation (benchmarks read it)."""
         self.metrics.kv_budget.set(self.cache.nbytes)
 
     def warm_up(self, batch_sizes: Sequence[int] | None = None, lengths: Sequence[int] | None = None) -> float:
@@ -95,6 +103,27 @@ class FastBatchedEngine(BatchedEngine):
 
         with torch.inference_mode():
             return self.decoder.warm_up(batch_sizes, lengths)
+
+    def _prepare(self, request: Any, prefix: str) -> tuple[list[int], Any, list[MediaBlock]]:
+        """``BatchedEngine._prepare`` with only the appended turns tokenised (``IncrementalPromptBuilder``:
+        the same tensors as ``build_prompt``; audio / video prompts are built whole)."""
+        t0 = time.perf_counter()
+        model = self.model
+        with self._prepare_lock:
+            prepared = self.prompts.build(request.messages, tools=request.tools, family=model.family, image_spec=model.image_spec,
+                                          template_renders_tools=model.template_renders_tools, assistant_prefix=prefix)  # fmt: skip
+            layout = self.prompts.layout_for(prepared.inputs)
+            last = self._images.last_keys
+        inputs = prepared.inputs
+        if layout is not None:
+            blocks = [MediaBlock("image", span.start, span.end, n, span.key) for n, span in enumerate(layout.spans)]
+            result = (list(layout.ids), inputs, blocks)
+        else:
+            ids = [int(t) for t in inputs["input_ids"][0].tolist()]
+            keys = last[0] if last is not None and last[1] is inputs.get("pixel_values") else None
+            result = (ids, inputs, self._media_blocks(ids, inputs, image_keys=keys))
+        self.prepare_seconds.append(time.perf_counter() - t0)
+        return result
 
     @property
     def kept_bytes(self) -> int:
