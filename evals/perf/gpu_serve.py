@@ -203,6 +203,7 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
     metrics.max_batch_size.set(0)  # this level's largest batch
     prepared = getattr(engine, "prepare_seconds", None)
     prepare_mark = len(prepared) if prepared is not None else 0
+    marks = {name: len(getattr(engine, name, ())) for name in ("step_seconds", "prefill_seconds")}
     shared_before = metrics.value("omni_shared_decode_steps_total")
     steps_before = metrics.value("omni_decode_steps_total")
     async with httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=64)) as client:
@@ -211,6 +212,9 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
             gui_session(client, base, f"{tag}-{sessions}-{i}", requests, tools, args.call_tokens) for i in range(sessions)])
         gui_wall = time.perf_counter() - t0
         prepare_ms = [1000 * v for v in list(prepared)[prepare_mark:]] if prepared is not None else []
+        steps = list(getattr(engine, "step_seconds", ()))[marks["step_seconds"]:]
+        prefills = list(getattr(engine, "prefill_seconds", ()))[marks["prefill_seconds"]:]
+        top = max((b for b, _ in steps), default=0)
         done = [r for s in per_session for r in s]
         log(f"  {sessions} sessions: {sum(r['tokens'] for r in done) / gui_wall:.1f} tok/s, step p50 "
             f"{pct([r['ms'] for r in done], 0.5):.0f} ms p95 {pct([r['ms'] for r in done], 0.95):.0f} ms, max batch "
@@ -231,6 +235,10 @@ async def run_level(base: str, sessions: int, args, requests: list, metrics, *, 
         "shared_decode_steps": metrics.value("omni_shared_decode_steps_total") - shared_before,
         "max_batch": metrics.value("omni_max_batch_size"),
         "prefilled_together_total": getattr(engine, "prefilled_together", None),
+        "decode_step_p50_ms_at_max_batch": pct([1000 * t for b, t in steps if b == top], 0.5),
+        "decode_step_p50_ms_batch1": pct([1000 * t for b, t in steps if b == 1], 0.5),
+        "prefill_forward_p50_ms": pct([1000 * t for _, t in prefills], 0.5),
+        "prefill_forward_total_s": sum(t for _, t in prefills),
         "prepare_p50_ms": pct(prepare_ms, 0.5),
         "prepare_p95_ms": pct(prepare_ms, 0.95),
         "ttfa_p50_ms": pct([s["ttfa_ms"] for s in spoken], 0.5),
@@ -319,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['sessions']:>8} {r['tokens_per_s']:>8.1f} {r['step_p50_ms']:>7.0f}ms {r['step_p95_ms']:>7.0f}ms "
               f"{r['ttfa_p50_ms']:>7.0f}ms {r['ttfa_max_ms']:>7.0f}ms {r['talker_rtf_median']:>6.2f} {r['max_batch']:>9.0f} "
               f"{r['cached_share'] * 100:>6.0f}%")
+    if any("decode_step_p50_ms_batch1" in r for r in levels):
+        print(f"{'sessions':>8} {'decode step p50 (B=1 / max B)':>30} {'prefill fwd p50':>16} {'prefill fwd sum':>16} {'prepare p50':>12}")
+        for r in levels:
+            print(f"{r['sessions']:>8} {r['decode_step_p50_ms_batch1']:>12.1f} / {r['decode_step_p50_ms_at_max_batch']:>5.1f} ms (B={r['max_batch']:.0f})"
+                  f" {r['prefill_forward_p50_ms']:>14.0f}ms {r['prefill_forward_total_s']:>15.2f}s {r['prepare_p50_ms']:>10.0f}ms")
     if len(levels) >= 2:
         one, many = levels[0], levels[-1]
         print(f"throughput x{many['tokens_per_s'] / one['tokens_per_s']:.1f} at {many['sessions']} sessions (target >= 8x); "

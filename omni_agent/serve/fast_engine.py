@@ -95,6 +95,10 @@ class FastBatchedEngine(BatchedEngine):
                                                 records=max_sessions + max_batch)  # fmt: skip
         self.prepare_seconds: collections.deque[float] = collections.deque(maxlen=4096)
         """Host time of each request's prompt preparation (benchmarks read it)."""
+        self.step_seconds: collections.deque[tuple[int, float]] = collections.deque(maxlen=65536)
+        """(batch size, seconds) of each decode step, sampling included (benchmarks read it)."""
+        self.prefill_seconds: collections.deque[tuple[int, float]] = collections.deque(maxlen=4096)
+        """(requests, seconds) of each prefill forward (one request, or several together)."""
         self.metrics.kv_budget.set(self.cache.nbytes)
 
     def warm_up(self, batch_sizes: Sequence[int] | None = None, lengths: Sequence[int] | None = None) -> float:
@@ -191,6 +195,7 @@ class FastBatchedEngine(BatchedEngine):
             logits = self._prefill_plain(seq, view, positions, reuse)
         else:
             logits = self._prefill_fast(seq, view, positions, reuse)
+        self.prefill_seconds.append((1, time.perf_counter() - t0))
         self._prefilled(seq, positions, reuse, logits, t0)
 
     def _prefill_together(self, group: list[tuple[_Sequence, int]]) -> None:
@@ -207,6 +212,7 @@ class FastBatchedEngine(BatchedEngine):
         parts = [(self.cache.row(self._row_of[seq].index), k, len(seq.ids) - k) for seq, k in group]
         logits = prefill_many(self.stack, x, pos, parts).float()
         self.prefilled_together += len(group)
+        self.prefill_seconds.append((len(group), time.perf_counter() - t0))
         for j, (seq, k) in enumerate(group):
             self._prefilled(seq, positions[j], k, logits[j], t0)
 
@@ -281,6 +287,7 @@ class FastBatchedEngine(BatchedEngine):
 
     # -- decode (engine thread) --------------------------------------------------------------------
     def _decode_step(self) -> None:
+        t0 = time.perf_counter()
         batch = self._running
         logits = self.decoder.step(
             [s.generated[-1] for s in batch],
@@ -291,6 +298,7 @@ class FastBatchedEngine(BatchedEngine):
         self.metrics.observe_batch(len(batch))
         greedy = [s.settings.temperature <= 0 for s in batch]
         chosen = logits.argmax(dim=-1).tolist() if any(greedy) else []  # one host sync for every greedy row
+        self.step_seconds.append((len(batch), time.perf_counter() - t0))
         for i, seq in enumerate(batch):
             seq.length += 1
             seq.next_pos += 1
