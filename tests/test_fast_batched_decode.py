@@ -160,3 +160,47 @@ def test_short_requests_prefilled_together_match_their_single_prefills(tiny_qwen
     torch.testing.assert_close(together, torch.stack(singles), rtol=1e-5, atol=1e-5)
     for j, ids in enumerate(prompts):  # each part's K/V landed in its own row, at its own slots
         torch.testing.assert_close(cache.k[:, 3 + j, :, : len(ids)], cache.k[:, j, :, : len(ids)], rtol=1e-5, atol=1e-5)
+
+
+def test_requests_with_images_prefilled_together_match_their_single_prefills(tiny_qwen3_omni_dir):
+    import asyncio
+    import base64
+    import io
+
+    from PIL import Image
+
+    from omni_agent.models.base import ModelRequest
+    from omni_agent.serve.chat import ChatLimits, _messages
+    from omni_agent.serve.engine import _Sequence
+    from tests.fixtures.serve import load_tiny_engine
+
+    def url(colour):
+        buf = io.BytesIO()
+        Image.new("RGB", (56, 56), colour).save(buf, "PNG")
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+    engine, _ = load_tiny_engine(tiny_qwen3_omni_dir, fast=True, max_batch=4, max_sessions=2)
+    loop = asyncio.new_event_loop()
+    seqs = []
+    for i, colour in enumerate([(10, 20, 30), (200, 100, 0), None]):
+        content = [{"type": "text", "text": "what is here? " * (i + 1)}] + ([{"type": "image_url", "image_url": {"url": url(colour)}}] if colour else [])
+        request = ModelRequest(messages=_messages([{"role": "user", "content": content}], ChatLimits()))
+        ids, inputs, blocks = engine._prepare(request, "")
+        seqs.append(_Sequence(ids=ids, inputs=inputs, settings=request.settings, session_id=None, prefix_text="", blocks=blocks,
+                              loop=loop, queue=asyncio.Queue()))
+    with torch.inference_mode():
+        singles = []
+        for row, seq in enumerate(seqs):
+            positions, _ = engine._rope_index(seq.inputs)
+            singles.append(engine._prefill_fast(seq, engine.cache.row(row), positions, 0))
+        for seq in seqs:
+            engine._row_of[seq] = engine.rows.acquire(None, seq.ids, seq.blocks)[0]
+        assert [engine._row_of[s].index for s in seqs] == [0, 1, 2]
+        kept = engine.cache.k[:, :3].clone()
+        engine.cache.k[:, :3].zero_()
+        engine._prefill_together([(seq, 0) for seq in seqs])
+    assert engine.prefilled_together == 3
+    torch.testing.assert_close(engine.cache.k[:, :3], kept, rtol=1e-5, atol=1e-5)  # the same K per row
+    first = [seq.generated[0] for seq in seqs]
+    assert first == [int(logits.argmax()) for logits in singles]
+    loop.close()

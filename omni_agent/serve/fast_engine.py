@@ -5,8 +5,8 @@ Why: the plain engine runs the transformers modules eagerly and concatenates the
 KV cache on every decode step; on the GPU a 15-token answer's Thinker part alone took ~1 s.
 Here every request owns a ROW of one preallocated cache (``RowKVCache``: per layer
 [R + 1, Hkv, L, D]); its prompt is prefilled into its row by ``TextStack.forward`` (images
-through the vision encoder, cached by content; audio and video through the plain forward,
-whose K/V are then copied into the row); each decode step is ONE ``BatchedDecoder`` call over
+through the vision encoder, cached by content; requests waiting together in one forward;
+audio and video through the plain forward, whose K/V are then copied into the row); each decode step is ONE ``BatchedDecoder`` call over
 all running rows (a graph replay on CUDA, the same code eagerly elsewhere). A finished session
 keeps its row for its next turn (``RowTable``: longest reusable prefix, LRU), so a GUI session
 prefills only its new screenshot and text.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import time
+import warnings
 from typing import Any, Sequence
 
 from ..exceptions import UserError
@@ -35,8 +36,8 @@ _ROW_TOKENS = {"cuda": 12288, "cpu": 2048}
 tokens each) reaches ~9.4k tokens."""
 _LENGTH_BUCKETS = (2048, 4096, 8192)
 _IMAGE_EMBEDDINGS = 64
-_SHORT_PREFILL = 256
-"""New tokens up to which waiting text-only requests are prefilled together in one forward."""
+_TOGETHER_TOKENS = 8192
+"""New tokens of waiting requests prefilled together in one forward, at most (activations stay small)."""
 
 
 class RowBudget(KVBudget):
@@ -137,7 +138,8 @@ class FastBatchedEngine(BatchedEngine):
     # -- admission and prefill (engine thread) -----------------------------------------------------
     def _admit(self) -> None:
         """Give waiting requests rows (as many as the batch and the rows allow) and prefill them:
-        short text-only ones together in one forward, the rest one by one."""
+        text and image requests together in one forward (up to ``_TOGETHER_TOKENS`` new tokens),
+        audio / video ones one by one."""
         admitted: list[tuple[_Sequence, int]] = []
         while self._waiting and len(self._running) + len(admitted) < self.max_batch:
             seq = self._waiting[0]
@@ -156,24 +158,30 @@ class FastBatchedEngine(BatchedEngine):
             self.metrics.active_sequences.inc()
             self._row_of[seq] = row
             admitted.append((seq, reuse))
-        short = [(s, k) for s, k in admitted if self._short(s, k)]
-        if len(short) < 2:
-            short = []
-        if short:
-            self._guarded(short, together=True)
+        together = self._groups([(s, k) for s, k in admitted if self._joinable(s)])
+        for group in together:
+            self._guarded(group, together=True)
+        grouped = {id(seq) for group in together for seq, _ in group}
         for seq, reuse in admitted:
-            if (seq, reuse) not in short:
+            if id(seq) not in grouped:
                 self._guarded([(seq, reuse)], together=False)
         self._update_kv_gauges()
 
     def _guarded(self, group: list[tuple[_Sequence, int]], *, together: bool) -> None:
-        """Prefill a group; a failure fails its requests only. Prefilled, unfinished ones join the batch."""
+        """Prefill a group; a failure fails its requests only (a shared forward that fails is
+        retried one request at a time). Prefilled, unfinished requests join the batch."""
         try:
             if together:
                 self._prefill_together(group)
             else:
                 self._prefill_row(*group[0])
         except Exception as exc:
+            if together:
+                warnings.warn(f"prefill of {len(group)} requests together failed ({type(exc).__name__}: {exc}); "
+                              "prefilling them one by one", stacklevel=2)  # fmt: skip
+                for one in group:
+                    self._guarded([one], together=False)
+                return
             error = _model_error(exc, self.model)
             for seq, _ in group:
                 if not seq.finished:
@@ -181,10 +189,24 @@ class FastBatchedEngine(BatchedEngine):
             return
         self._running.extend(seq for seq, _ in group if not seq.finished)
 
-    def _short(self, seq: _Sequence, reuse: int) -> bool:
-        """Text-only after the reused prefix and at most ``_SHORT_PREFILL`` new tokens."""
-        media = any(seq.inputs.get(key) is not None for key in ("input_features", "pixel_values_videos"))
-        return not media and len(seq.ids) - reuse <= _SHORT_PREFILL and not any(b.start >= reuse for b in seq.blocks)
+    @staticmethod
+    def _joinable(seq: _Sequence) -> bool:
+        """Text and images only (audio / video prompts take the plain forward)."""
+        return not any(seq.inputs.get(key) is not None for key in ("input_features", "pixel_values_videos"))
+
+    @staticmethod
+    def _groups(candidates: list[tuple[_Sequence, int]]) -> list[list[tuple[_Sequence, int]]]:
+        """Consecutive requests whose new tokens add up to at most ``_TOGETHER_TOKENS`` (groups of two or more)."""
+        groups: list[list[tuple[_Sequence, int]]] = [[]]
+        used = 0
+        for seq, reuse in candidates:
+            n = len(seq.ids) - reuse
+            if groups[-1] and used + n > _TOGETHER_TOKENS:
+                groups.append([])
+                used = 0
+            groups[-1].append((seq, reuse))
+            used += n
+        return [g for g in groups if len(g) >= 2]
 
     def _prefill_row(self, seq: _Sequence, reuse: int) -> None:
         t0 = time.perf_counter()
@@ -199,18 +221,33 @@ class FastBatchedEngine(BatchedEngine):
         self._prefilled(seq, positions, reuse, logits, t0)
 
     def _prefill_together(self, group: list[tuple[_Sequence, int]]) -> None:
-        """Short text-only requests in one forward (``multi_prefill``), each into its own row."""
+        """Several requests' new tokens in one forward (``multi_prefill``), each into its own row;
+        their new images encoded first (each once, by content)."""
         import torch
 
         from ..runtime.fast.multi_prefill import prefill_many
 
         t0 = time.perf_counter()
         positions = [self._rope_index(seq.inputs)[0] for seq, _ in group]
-        ids = [t for seq, k in group for t in seq.ids[k:]]
+        ids: list[int] = []
+        visual_at: list[int] = []
+        visions = []
+        for seq, k in group:
+            vision = self._vision(seq, k)
+            if vision is not None:
+                visual_at += [len(ids) + i for i, t in enumerate(seq.ids[k:]) if t == self.image_token]
+                visions.append(vision)
+            ids += seq.ids[k:]
         x = self.stack.model.embed_tokens(torch.tensor([ids], dtype=torch.long, device=self.device))
+        visual_index = deepstack = None
+        if visions:
+            visual_index = torch.tensor(visual_at, dtype=torch.long).to(self.device, non_blocking=True)
+            embeds = torch.cat([v[0] for v in visions]).to(x.dtype)
+            x = x.index_copy(1, visual_index, embeds.unsqueeze(0))
+            deepstack = [torch.cat([v[1][d] for v in visions]) for d in range(len(visions[0][1]))]
         pos = torch.cat([p[:, :, k:] for p, (_, k) in zip(positions, group)], dim=2).to(self.device)
         parts = [(self.cache.row(self._row_of[seq].index), k, len(seq.ids) - k) for seq, k in group]
-        logits = prefill_many(self.stack, x, pos, parts).float()
+        logits = prefill_many(self.stack, x, pos, parts, visual_index=visual_index, deepstack=deepstack).float()
         self.prefilled_together += len(group)
         self.prefill_seconds.append((len(group), time.perf_counter() - t0))
         for j, (seq, k) in enumerate(group):
