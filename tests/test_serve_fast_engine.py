@@ -153,3 +153,12 @@ def test_prompts_are_prepared_incrementally_with_the_plain_engines_ids_and_image
         assert ids == want_ids
         assert [(b.kind, b.start, b.end, b.key) for b in blocks] == [(b.kind, b.start, b.end, b.key) for b in want_blocks]
     assert fast.prompts.reused_chunks > reused_before  # the second turn kept the first turn's chunks
+
+
+def test_seeded_sampling_gives_each_row_its_own_stream_alone_or_batched(served_fast_omni):
+    requests = [{"messages": _conversation(i + 1), "max_tokens": 6, "temperature": 1.0, "seed": 100 + i} for i in range(4)]
+    client = served_fast_omni.client()
+    alone = [client.chat.completions.create(model="tiny-omni", **r).choices[0].message.content for r in requests]
+    assert _answers_together(served_fast_omni, requests) == alone
+    greedy = client.chat.completions.create(model="tiny-omni", messages=_conversation(1), max_tokens=6).choices[0].message.content
+    assert alone[0] != greedy  # sampled, not argmax
