@@ -15,8 +15,9 @@ with real HTTP clients:
 Printed per concurrency: aggregate decode throughput (completion tokens / wall time), step
 latency p50 / p95, time to first audio p50 / max and the Talker's real-time factor (Talker time
 / audio time), plus the level's largest decode batch and its KV reuse. Before the levels (fast
-engine): the next-token logits of 16 requests decoded alone vs in one batch of 16 (relative
-error, same top-1), and greedy answers over HTTP alone vs together.
+engine): the next-token logits of 16 requests decoded alone vs in one batch of 16 and of 16
+prompts prefilled alone vs in one forward (relative error, same top-1), and greedy answers over
+HTTP alone vs together.
 
     python evals/perf/gpu_serve.py                      # exits 2 with a clear message without CUDA
     python evals/perf/gpu_serve.py --sessions 1,4,16 --steps 10 --json $OUT/gpu_serve.json
@@ -154,15 +155,30 @@ def logits_alone_vs_batched(engine, tokenizer, n: int = 16) -> dict:
     top-1 agreement per request. Rows are given back untouched in the row table (never kept)."""
     import torch
 
+    from omni_agent.runtime.fast.multi_prefill import prefill_many
+
     stack, cache, decoder = engine.stack, engine.cache, engine.decoder
+    n = min(n, cache.rows // 2)  # rows 0..n-1 alone, n..2n-1 together
     entries = []
+    prompts = []
+    singles = []
     with torch.inference_mode():
         for i in range(n):
             ids = tokenizer(f"Request {i}: " + "describe the screen and the next action " * (1 + 3 * i))["input_ids"]
             x = stack.model.embed_tokens(torch.tensor([ids], device=engine.device))
             pos = torch.arange(len(ids), device=engine.device).view(1, 1, -1).expand(3, 1, -1)
             logits = stack.forward(x, pos, cache.row(i), 0)
+            singles.append(logits[0, -1].float())
+            prompts.append(ids)
             entries.append((int(logits[0, -1].argmax()), len(ids), i, len(ids)))
+        together_rows = n  # the same prompts prefilled in one forward, into rows n..2n-1
+        flat = [t for ids in prompts[:together_rows] for t in ids]
+        pos = torch.cat([torch.arange(len(ids)) for ids in prompts[:together_rows]]).to(engine.device).view(1, 1, -1).expand(3, 1, -1)
+        parts = [(cache.row(n + j), 0, len(ids)) for j, ids in enumerate(prompts[:together_rows])]
+        shared = prefill_many(stack, stack.model.embed_tokens(torch.tensor([flat], device=engine.device)), pos, parts).float()
+        single = torch.stack(singles[:together_rows])
+        prefill_rel = ((shared - single).norm(dim=-1) / single.norm(dim=-1)).tolist()
+        prefill_same = int((shared.argmax(-1) == single.argmax(-1)).sum())
         tokens, positions, rows, slots = (list(col) for col in zip(*entries))
         alone = torch.cat([decoder.step([tokens[i]], [positions[i]], [rows[i]], [slots[i]]).clone() for i in range(n)])
         together = decoder.step(tokens, positions, rows, slots).clone()
@@ -173,7 +189,8 @@ def logits_alone_vs_batched(engine, tokenizer, n: int = 16) -> dict:
     same = (together.argmax(-1) == alone.argmax(-1)).tolist()
     graph_rel = float(((together - eager).norm() / eager.norm()).item())
     return {"batch": n, "rel_err_max": max(rel), "rel_err_median": statistics.median(rel), "same_top1": sum(same), "of": n,
-            "graph_vs_eager_rel_err": graph_rel}
+            "graph_vs_eager_rel_err": graph_rel, "prefill_together_rel_err_max": max(prefill_rel),
+            "prefill_together_same_top1": prefill_same, "prefill_together_of": together_rows}
 
 
 def kernel_check(engine) -> dict:
@@ -286,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         report["logits_alone_vs_batched"] = check = logits_alone_vs_batched(engine, qwen.processor.tokenizer)
         log(f"logits alone vs in a batch of {check['batch']}: rel. err max {check['rel_err_max']:.2e} median "
             f"{check['rel_err_median']:.2e}, same top-1 {check['same_top1']}/{check['of']}; graph vs eager step "
-            f"rel. err {check['graph_vs_eager_rel_err']:.2e}")
+            f"rel. err {check['graph_vs_eager_rel_err']:.2e}; {check['prefill_together_of']} prompts prefilled together vs "
+            f"alone: rel. err max {check['prefill_together_rel_err_max']:.2e}, same top-1 "
+            f"{check['prefill_together_same_top1']}/{check['prefill_together_of']}")
         buckets = [b for b in engine.decoder.batch_sizes if b <= max(int(s) for s in args.sessions.split(",") if s)]
         log(f"captured {engine.decoder.graphs_captured} graphs so far; warming up batch buckets {buckets} x lengths {engine.decoder.length_sizes}")
         report["graph_warm_up_s"] = engine.warm_up(buckets)
@@ -318,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         print("engine      omni_agent.serve FastBatchedEngine: row-static KV cache, batched decode (one CUDA graph per batch bucket), "
               "continuous batching, session rows reused")
         print(f"logits      alone vs in a batch of {check['batch']}: rel. err max {check['rel_err_max']:.2e}, "
-              f"same top-1 {check['same_top1']}/{check['of']}")
+              f"same top-1 {check['same_top1']}/{check['of']}; prefilled together vs alone: rel. err max "
+              f"{check['prefill_together_rel_err_max']:.2e}, same top-1 {check['prefill_together_same_top1']}/{check['prefill_together_of']}")
     else:
         print("engine      omni_agent.serve BatchedEngine: plain transformers path (eager, DynamicCache), continuous batching, session KV reuse")
     print(f"greedy      answers over HTTP alone vs together: {report['alone_vs_batched']['identical']}/{report['alone_vs_batched']['of']} identical")
