@@ -36,6 +36,8 @@ _ROW_TOKENS = {"cuda": 12288, "cpu": 2048}
 tokens each) reaches ~9.4k tokens."""
 _LENGTH_BUCKETS = (2048, 4096, 8192)
 _IMAGE_EMBEDDINGS = 64
+_PROMPT_RECORDS = 48
+"""Prompts the incremental builder remembers (the last turns of the most recent sessions)."""
 _TOGETHER_TOKENS = 8192
 """New tokens of waiting requests prefilled together in one forward, at most (activations stay small)."""
 
@@ -91,9 +93,10 @@ class FastBatchedEngine(BatchedEngine):
         """Requests prefilled in a shared forward with others (tests and benchmarks read it)."""
         from ..runtime.fast.incremental_prompt import IncrementalPromptBuilder
 
-        # One builder for every session: each prompt continues the record of its own last turn.
+        # One builder for every session: each prompt continues the record of its own last turn
+        # (records keep their images' pixel rows alive: bounded).
         self.prompts = IncrementalPromptBuilder(model.processor, image_cache=self._images, image_token_id=self.image_token,
-                                                records=max_sessions + max_batch)  # fmt: skip
+                                                records=min(max_sessions + max_batch, _PROMPT_RECORDS))  # fmt: skip
         self.prepare_seconds: collections.deque[float] = collections.deque(maxlen=4096)
         """Host time of each request's prompt preparation (benchmarks read it)."""
         self.step_seconds: collections.deque[tuple[int, float]] = collections.deque(maxlen=65536)
