@@ -32,7 +32,9 @@ def backend_for_model(model: Model, *, metrics: ServeMetrics, max_sessions: int 
         if engine == "fast" or (engine == "auto" and _fast_by_default(model)):
             from .fast_engine import FastBatchedEngine
 
-            return FastBatchedEngine(model, **options)
+            engine = FastBatchedEngine(model, **options)
+            engine.warm_up()  # every decode graph captured before the first request (CUDA; no-op on CPU)
+            return engine
         from .engine import BatchedEngine
 
         return BatchedEngine(model, **options)
