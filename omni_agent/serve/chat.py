@@ -26,6 +26,7 @@ from ..messages import AssistantMessage, AudioPart, ImagePart, Message, SystemMe
 from ..models.base import GenerationSettings, ModelRequest
 from ..parsing.types import ParsedOutput, ParseProblem
 from .errors import RequestError
+from .image_memo import IMAGE_MEMO
 
 __all__ = [
     "AudioOptions",
@@ -250,8 +251,6 @@ def _parts(content: Any, limits: ChatLimits, where: str, *, allow_media: bool) -
 
 
 def _image(url: Any, limits: ChatLimits, where: str) -> ImagePart:
-    from PIL import Image
-
     if not isinstance(url, str) or not url:
         raise RequestError(f"{where}.image_url.url is missing", param=where)
     if url.startswith("data:"):
@@ -264,26 +263,36 @@ def _image(url: Any, limits: ChatLimits, where: str) -> ImagePart:
             raw = base64.b64decode(data, validate=False)
         except (binascii.Error, ValueError):
             raise RequestError(f"{where}: image data URL is not valid base64", param=where) from None
-        source: Any = io.BytesIO(raw)
+        image = IMAGE_MEMO.get(raw, lambda: _decoded(io.BytesIO(raw), limits, where))
+        _check_pixels(image, limits, where)  # a memo hit may come from a server with other limits
+        return ImagePart.from_pil(image)
     elif limits.media_dir is not None:
         path = Path(url[7:] if url.startswith("file://") else url).expanduser().resolve()
         root = Path(limits.media_dir).resolve()
         if root not in path.parents or not path.is_file():
             raise RequestError(f"{where}: {url!r} is not a file under the server's media directory", param=where)
-        source = path
-    else:
-        raise RequestError(f"{where}: images must be data URLs (this server reads no files or web URLs)", param=where)
+        return ImagePart.from_pil(_decoded(path, limits, where))
+    raise RequestError(f"{where}: images must be data URLs (this server reads no files or web URLs)", param=where)
+
+
+def _decoded(source: Any, limits: ChatLimits, where: str) -> Any:
+    """The RGB image of an encoded file or buffer, refused past ``limits.max_image_pixels``."""
+    from PIL import Image
+
     try:
         with Image.open(source) as img:
-            if img.width * img.height > limits.max_image_pixels:
-                raise RequestError(
-                    f"{where}: image is {img.width}x{img.height}, more than {limits.max_image_pixels} pixels",
-                    param=where, code="image_too_large")
-            return ImagePart.from_pil(img.convert("RGB"))
+            _check_pixels(img, limits, where)  # before decoding the pixels (decompression bombs)
+            return img.convert("RGB")
     except RequestError:
         raise
     except Exception as exc:  # PIL raises several types for undecodable or bomb images
         raise RequestError(f"{where}: cannot decode image: {exc}", param=where) from None
+
+
+def _check_pixels(img: Any, limits: ChatLimits, where: str) -> None:
+    if img.width * img.height > limits.max_image_pixels:
+        raise RequestError(f"{where}: image is {img.width}x{img.height}, more than {limits.max_image_pixels} pixels",
+                           param=where, code="image_too_large")
 
 
 def _audio(spec: Any, limits: ChatLimits, where: str) -> AudioPart:

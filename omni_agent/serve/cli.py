@@ -19,7 +19,7 @@ def serve_cmd(
     ),
     max_sessions: int = typer.Option(64, "--max-sessions", min=1, help="Sessions whose KV prefix is kept (LRU)."),
     kv_budget_mb: Optional[int] = typer.Option(None, "--kv-budget-mb", min=1, help="KV cache memory budget (default: auto)."),
-    engine: str = typer.Option("auto", "--engine", help="auto | batched | serial (one request at a time)."),
+    engine: str = typer.Option("auto", "--engine", help="auto (fast on CUDA for Qwen3-Omni, else batched) | fast | batched | serial (one request at a time)."),
     media_dir: Optional[str] = typer.Option(None, "--media-dir", help="Allow image file paths under this directory."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name clients use (default: the checkpoint's)."),
 ) -> None:

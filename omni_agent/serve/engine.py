@@ -469,7 +469,10 @@ class BatchedEngine:
     # -- tokens out --------------------------------------------------------------------------------
     def _accept(self, seq: _Sequence, logits: Any) -> None:
         """Sample the next token, stream its text, and decide whether the request is done."""
-        token = seq.generator(logits)
+        self._take_token(seq, seq.generator(logits))
+
+    def _take_token(self, seq: _Sequence, token: int) -> None:
+        """Stream a chosen token's text and decide whether the request is done."""
         if not seq.generated:
             seq.timings["first_token"] = time.perf_counter() - seq.started
         seq.generated.append(token)

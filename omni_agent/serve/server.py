@@ -20,19 +20,35 @@ GRACEFUL_SHUTDOWN_S = 30.0
 
 def backend_for_model(model: Model, *, metrics: ServeMetrics, max_sessions: int = 64,
                       kv_budget_bytes: int | None = None, engine: str = "auto") -> ServeBackend:
-    """The batched engine for a local Qwen model (``engine="auto"``/``"batched"``), the serial
-    baseline for anything else or when asked (``engine="serial"``)."""
+    """The engine a local Qwen model gets: ``auto`` -> the fast engine (``fast_engine``) for
+    Qwen3-Omni on CUDA, the plain batched engine otherwise; ``fast`` / ``batched`` ask for one
+    (``fast`` also runs on CPU, eagerly); ``serial`` (and any non-local model) one request at a time."""
     from ..runtime import QwenOmniModel
 
-    if engine not in ("auto", "batched", "serial"):
-        raise UserError(f"engine must be auto, batched or serial, got {engine!r}")
+    if engine not in ("auto", "fast", "batched", "serial"):
+        raise UserError(f"engine must be auto, fast, batched or serial, got {engine!r}")
     if isinstance(model, QwenOmniModel) and engine != "serial":
+        options = {"metrics": metrics, "max_sessions": max_sessions, "kv_budget_bytes": kv_budget_bytes}
+        if engine == "fast" or (engine == "auto" and _fast_by_default(model)):
+            from .fast_engine import FastBatchedEngine
+
+            engine = FastBatchedEngine(model, **options)
+            engine.warm_up()  # every decode graph captured before the first request (CUDA; no-op on CPU)
+            return engine
         from .engine import BatchedEngine
 
-        return BatchedEngine(model, metrics=metrics, max_sessions=max_sessions, kv_budget_bytes=kv_budget_bytes)
-    if engine == "batched":
-        raise UserError(f"the batched engine needs a local qwen-omni: / qwen-vl: model, not {model.info.label}")
+        return BatchedEngine(model, **options)
+    if engine in ("batched", "fast"):
+        raise UserError(f"the {engine} engine needs a local qwen-omni: / qwen-vl: model, not {model.info.label}")
     return SerialBackend(model)
+
+
+def _fast_by_default(model: Any) -> bool:
+    """Qwen3-Omni on CUDA: the fast engine's row cache, batched graphs and Triton kernels pay off."""
+    if model.family.key != "qwen3_omni":
+        return False
+    weight = getattr(getattr(getattr(model.model, "thinker", None), "lm_head", None), "weight", None)
+    return weight is not None and weight.device.type == "cuda"
 
 
 def load_backend(spec: str, *, metrics: ServeMetrics, **options: Any) -> ServeBackend:
