@@ -31,7 +31,7 @@ import numpy as np
 from ...exceptions import ModelError, UserError
 from .streaming_speech import SpeechChunk, StreamingSpeaker, pick_residual_code
 
-__all__ = ["BatchedFrameEngine", "BatchedSpeaker", "RowKVCache", "SpeechJob", "SpeechStreamState", "attention_rows", "bucket_for"]
+__all__ = ["BatchedFrameEngine", "BatchedSpeaker", "RowKVCache", "SpeechJob", "SpeechStreamState", "attention_rows", "bucket_for", "speech_job"]
 
 
 def bucket_for(n: int, largest: int) -> int:
@@ -141,12 +141,18 @@ class BatchedFrameEngine:
         self.cp_pos = [torch.tensor([[i]], device=device) for i in range(groups)]
         self.cp_sample = bool(self.cp.generation_config.do_sample)
         self.graphs = bool(graphs and device.type == "cuda")
-        self._talker_graphs: dict[int, tuple[Any, Any]] = {}
-        self._cp_graphs: dict[int, tuple[Any, Any]] = {}
+        self.lengths = _lengths(max_tokens)
+        """Attention spans of the Talker step: a short message does not read the whole row."""
+        self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
+        """One memory pool for every captured graph: they never run at the same time and their
+        outputs are copied right after each replay."""
+        self._talker_graphs: dict[Any, tuple[Any, Any]] = {}
+        self._cp_graphs: dict[Any, tuple[Any, Any]] = {}
 
     # -- the batched maths (graph-capturable: static shapes, device-side indices) ----------------
-    def _talker_step(self, b: int) -> tuple[Any, Any]:
-        """Rows ``row_buf[:b]`` take ``embed_buf[:b]`` at slots ``slot_buf[:b]`` -> (hidden, logits)."""
+    def _talker_step(self, b: int, length: int) -> tuple[Any, Any]:
+        """Rows ``row_buf[:b]`` take ``embed_buf[:b]`` at slots ``slot_buf[:b]`` (all < ``length``),
+        attending over their first ``length`` slots -> (hidden, logits)."""
         import torch.nn.functional as F
 
         from .layers import rms_norm
@@ -155,13 +161,14 @@ class BatchedFrameEngine:
         x = self.embed_buf[:b]
         rows, slots = self.row_buf[:b], self.slot_buf[:b]
         cos, sin = stack.rope(x, slots.view(b, 1))
-        valid = self.slots.view(1, -1) <= slots.view(-1, 1)  # [b, T]
+        valid = self.slots[:length].view(1, -1) <= slots.view(-1, 1)  # [b, length]
         for i, w in enumerate(stack.layers):
             q, k, v = stack._pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
             kc, vc = self.cache.layer(i)
             kc[rows, :, slots] = k[:, :, 0]
             vc[rows, :, slots] = v[:, :, 0]
-            a = attention_rows(q, kc.index_select(0, rows), vc.index_select(0, rows), valid, stack.scale)
+            keys = kc[:, :, :length].index_select(0, rows)
+            a = attention_rows(q, keys, vc[:, :, :length].index_select(0, rows), valid, stack.scale)
             x = x + F.linear(a.transpose(1, 2).reshape(b, 1, -1), w.o)
             h = rms_norm(x, w.ln2, stack.eps)
             x = self._moe(w, x, h) if w.router is not None else stack._mlp_from(w, x, h)
@@ -238,12 +245,12 @@ class BatchedFrameEngine:
         return torch.cat(codes, dim=1), torch.cat(hiddens, dim=1).sum(1, keepdim=True)
 
     # -- running it ------------------------------------------------------------------------------
-    def _replay(self, graphs: dict[int, tuple[Any, Any]], fn: Any, b: int) -> Any:
+    def _replay(self, graphs: dict[Any, tuple[Any, Any]], fn: Any, *key: int) -> Any:
         if not self.graphs:
-            return fn(b)
-        if b not in graphs:
-            graphs[b] = self._capture(lambda: fn(b))
-        graph, out = graphs[b]
+            return fn(*key)
+        if key not in graphs:
+            graphs[key] = self._capture(lambda: fn(*key))
+        graph, out = graphs[key]
         graph.replay()
         return out
 
@@ -261,7 +268,7 @@ class BatchedFrameEngine:
                 fn()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = fn()
         self.row_buf.copy_(keep_rows)
         return graph, out
@@ -294,7 +301,8 @@ class BatchedFrameEngine:
         index = torch.tensor([list(rows) + [self.cache.scratch] * (b - n), list(slots) + [0] * (b - n)], dtype=torch.long)
         self.row_buf[:b].copy_(index[0], non_blocking=True)
         self.slot_buf[:b].copy_(index[1], non_blocking=True)
-        hidden, logits = self._replay(self._talker_graphs, self._talker_step, b)
+        length = self.length_for(max(slots) + 1)
+        hidden, logits = self._replay(self._talker_graphs, self._talker_step, b, length)
         return hidden[:n].clone(), logits[:n, -1].float()
 
     def warm_up(self) -> None:
@@ -303,8 +311,20 @@ class BatchedFrameEngine:
             return
         for b in self.buckets:
             self._replay(self._cp_graphs, self._cp_run, b)
-            self.row_buf[:b].fill_(self.cache.scratch)
-            self._replay(self._talker_graphs, self._talker_step, b)
+            for length in self.lengths:
+                self.row_buf[:b].fill_(self.cache.scratch)
+                self._replay(self._talker_graphs, self._talker_step, b, length)
+
+    def length_for(self, needed: int) -> int:
+        """The attention length bucket covering ``needed`` slots (a graph per batch x length)."""
+        return next(length for length in self.lengths if length >= needed)
+
+
+def _lengths(max_tokens: int, smallest: int = 256) -> list[int]:
+    out = [min(smallest, max_tokens)]
+    while out[-1] < max_tokens:
+        out.append(min(out[-1] * 2, max_tokens))
+    return out
 
 
 def _buckets(rows: int) -> list[int]:
@@ -316,7 +336,7 @@ def _buckets(rows: int) -> list[int]:
 
 @dataclass
 class SpeechJob:
-    """One text to speak: the forced speech turn and how the Talker samples (as ``StreamingSpeaker.stream``)."""
+    """One text to speak: the forced speech turn and how the Talker samples (``StreamingSpeaker.stream``'s arguments)."""
 
     input_ids: Any
     text_ids: list[int]
@@ -333,6 +353,42 @@ class SpeechJob:
     chunk_frames: int = 4
     max_chunk_frames: int = 16
     left_context: int = 25
+
+    def stream_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``StreamingSpeaker.stream`` after ``input_ids`` and ``text_ids``."""
+        out = dict(self.__dict__)
+        out.pop("input_ids")
+        out.pop("text_ids")
+        return out
+
+
+def speech_job(model: Any, text: str, *, voice: str | None = None, settings: Any = None, chunk_frames: int = 4, prompt_ids: Any = None) -> SpeechJob:
+    """The job ``QwenOmniModel.speak_stream`` runs for ``text`` (one place for both paths, so a
+    stream alone and in a batch get the same prompt, frame bounds and sampling). ``prompt_ids``:
+    the speech turn's prompt if the caller cached it (it never changes for a model)."""
+    from ...models.base import ModelRequest
+    from ..generation import eos_token_ids
+    from ..speech import resolve_voice, speech_generation_extras, speech_messages
+
+    text = text.strip()
+    if not text:
+        raise UserError("speak_stream() needs non-empty text")
+    settings = settings or model.speech_settings
+    voice_name = resolve_voice(model.family, voice)
+    tokenizer = model.processor.tokenizer
+    text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if prompt_ids is None:
+        prompt_ids = model.prepare(ModelRequest(messages=speech_messages(model.family))).inputs["input_ids"]
+    stop = eos_token_ids(tokenizer)
+    _, talker = speech_generation_extras(
+        model.family, prompt_length=int(prompt_ids.shape[-1]), text_ids=text_ids, stop_id=stop[0], settings=settings
+    )
+    return SpeechJob(
+        input_ids=prompt_ids, text_ids=list(text_ids), speaker_id=int(model.model.config.talker_config.speaker_id[voice_name.lower()]),
+        stop_ids=list(stop), max_frames=int(talker["max_new_tokens"]), min_frames=int(talker["min_new_tokens"]), do_sample=True,
+        temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty, seed=settings.seed, chunk_frames=chunk_frames,
+    )  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -351,6 +407,9 @@ class SpeechStreamState:
     generator: Any
     started: float
     generated: Any = None
+    max_frames: int = 0
+    """The job's frame cap, or what the row holds (a generous per-token cap can exceed a row:
+    that speech ends at the row's end, ~5 minutes at 4096 slots)."""
     frames: list[Any] = field(default_factory=list)
     step: int = 0
     decoded: int = 0
@@ -371,7 +430,7 @@ class _Decode:
 class BatchedSpeaker:
     """Streams join (``add``), advance together one codec frame per ``frame()``, and leave."""
 
-    def __init__(self, model: Any, processor: Any, *, max_streams: int = 16, max_tokens: int = 1024, graphs: bool = True) -> None:
+    def __init__(self, model: Any, processor: Any, *, max_streams: int = 16, max_tokens: int = 4096, graphs: bool = True) -> None:
         self.single = StreamingSpeaker(model, processor, max_tokens=max_tokens, graphs=False)
         self.device = self.single.device
         self.groups = int(model.config.talker_config.num_code_groups)
@@ -414,10 +473,11 @@ class BatchedSpeaker:
             forced = torch.tensor([list(job.text_ids) + [int(job.stop_ids[0])]], dtype=torch.long, device=self.device)
             parts = single.talker_inputs(input_ids, torch.cat((input_ids, forced), dim=1), job.speaker_id, job.stop_ids)
             slot = parts["embeds"].shape[1]
-            if slot + job.max_frames + 1 > self.engine.max_tokens:
+            room = self.engine.max_tokens - slot - 1  # frames a row holds after the prompt
+            if room < max(job.min_frames, 2):
                 raise UserError(
-                    f"this message needs {slot + job.max_frames + 1} Talker KV slots; the batched Talker has "
-                    f"{self.engine.max_tokens} per stream (max_tokens)"
+                    f"this message needs at least {slot + max(job.min_frames, 2) + 1} Talker KV slots; the batched "
+                    f"Talker has {self.engine.max_tokens} per stream (max_tokens)"
                 )
             processors, warpers = single._talker_processors(
                 do_sample=job.do_sample, temperature=job.temperature, top_k=job.top_k, top_p=job.top_p,
@@ -436,6 +496,7 @@ class BatchedSpeaker:
             pad=parts["pad"], processors=processors, warpers=warpers, generator=generator,
             started=time.perf_counter() if started is None else started,
             generated=torch.zeros((1, 0), dtype=torch.long, device=self.device), want=job.chunk_frames,
+            max_frames=min(job.max_frames, room),
         )  # fmt: skip
         self.streams.append(stream)
         return stream
@@ -494,7 +555,7 @@ class BatchedSpeaker:
             s.scores = scores[i : i + 1]
             s.slot += 1
             s.step += 1
-            if s.step >= s.job.max_frames:
+            if s.step >= s.max_frames:
                 s.done = True
 
     def _decode_due(self) -> list[tuple[SpeechStreamState, SpeechChunk | Exception]]:

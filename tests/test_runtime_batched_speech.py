@@ -1,0 +1,108 @@
+"""The batched Talker (omni_agent.runtime.fast.batched_speech) against a stream alone.
+
+Tiny random Qwen3-Omni, CPU, float32, greedy: a stream's codec codes and waveform inside a batch
+of different texts that join at different frames are exactly those of ``StreamingSpeaker``
+alone; padding a batch to a larger bucket changes nothing; a message too long for a row and a
+stream that cannot start fail alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omni_agent.exceptions import UserError
+from omni_agent.models.base import ModelRequest
+from omni_agent.runtime.fast.batched_speech import BatchedSpeaker, SpeechJob, bucket_for, speech_job
+from omni_agent.runtime.fast.streaming_speech import StreamingSpeaker
+from omni_agent.runtime.speech import speech_messages
+
+TEXTS = ("Opening the settings window now.", "I found the form and I am filling in your name.", "Done.")
+FRAMES = (12, 9, 7)
+
+
+def _job(model, text: str, frames: int, **kw) -> SpeechJob:
+    prompt = model.prepare(ModelRequest(messages=speech_messages(model.family))).inputs["input_ids"]
+    ids = model.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    fields = dict(max_frames=frames, min_frames=frames, do_sample=False, chunk_frames=2, max_chunk_frames=4)
+    fields.update(kw)
+    return SpeechJob(input_ids=prompt, text_ids=ids, speaker_id=2302, stop_ids=[151645], **fields)
+
+
+def _alone(model, job: SpeechJob):
+    speaker = StreamingSpeaker(model.model, model.processor)
+    chunks = list(speaker.stream(job.input_ids, job.text_ids, **job.stream_kwargs()))
+    return speaker.last_codes, np.concatenate([c.samples for c in chunks]), [c.frames for c in chunks]
+
+
+def _run(speaker: BatchedSpeaker, joins: dict[int, SpeechJob]) -> dict[int, tuple]:
+    """Frames until every stream is done; job i joins before frame ``i``'s key. -> {key: (codes, wave, chunk frames)}."""
+    got: dict[int, list] = {}
+    states = {}
+    frame = 0
+    while frame <= max(joins) or speaker.streams:
+        if frame in joins:
+            states[frame] = speaker.add(joins[frame])
+        for state, item in speaker.frame():
+            assert not isinstance(item, Exception), item
+            got.setdefault(id(state), []).append(item)
+        for state in [s for s in speaker.streams if s.done]:
+            speaker.remove(state)
+        frame += 1
+    return {
+        k: (s.codes, np.concatenate([c.samples for c in got[id(s)]]), [c.frames for c in got[id(s)]]) for k, s in states.items()
+    }
+
+
+def test_each_stream_in_a_batch_equals_the_stream_alone(tiny_qwen3_omni):
+    jobs = [_job(tiny_qwen3_omni, t, f) for t, f in zip(TEXTS, FRAMES)]
+    alone = [_alone(tiny_qwen3_omni, job) for job in jobs]
+    speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=4, max_tokens=512)
+    batched = _run(speaker, {0: jobs[0], 2: jobs[1], 3: jobs[2]})  # they join at different frames
+    for (codes, wave, chunking), key in zip(alone, (0, 2, 3)):
+        got_codes, got_wave, got_chunking = batched[key]
+        assert torch.equal(got_codes, codes)
+        assert got_chunking == chunking  # 2, then doubling up to 4, then the rest
+        assert got_wave.shape == wave.shape
+        np.testing.assert_allclose(got_wave, wave, atol=1e-6)
+    assert speaker.free_rows == [0, 1, 2, 3] and not speaker.streams
+
+
+def test_padding_to_a_bucket_changes_nothing(tiny_qwen3_omni):
+    speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=8, max_tokens=512)
+    states = [speaker.add(_job(tiny_qwen3_omni, t, f)) for t, f in zip(TEXTS, FRAMES)]
+    engine = speaker.engine
+    past = torch.cat([s.past_hidden for s in states])
+    code0 = torch.tensor([[3], [17], [40]])
+    with torch.inference_mode():
+        small = engine.code_predictor(past, code0, bucket=4)
+        large = engine.code_predictor(past, code0, bucket=8)
+        embeds = small[1] + 0.5
+        rows, slots = [s.row for s in states], [s.slot for s in states]
+        step_small = engine.step(embeds, rows, slots, bucket=4)
+        step_large = engine.step(embeds, rows, slots, bucket=8)
+    assert bucket_for(3, 8) == 4 and small[0].shape == (3, engine.groups - 1)
+    for a, b in zip(small + step_small, large + step_large):
+        assert torch.equal(a, b)
+    # the padding rows wrote only the scratch row: the streams' rows are as the step left them
+    assert engine.cache.scratch == 8 and bool((engine.cache.k[:, 3:8] == 0).all())
+
+
+def test_a_message_too_long_for_a_row_is_refused_and_a_long_cap_is_clipped(tiny_qwen3_omni):
+    speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=2, max_tokens=48)
+    with pytest.raises(UserError, match="Talker KV slots"):
+        speaker.add(_job(tiny_qwen3_omni, " ".join(["word"] * 40), 30))
+    assert speaker.free_rows == [0, 1]  # nothing taken
+    state = speaker.add(_job(tiny_qwen3_omni, "Done.", 2, max_frames=400))
+    assert state.max_frames == 48 - state.slot - 1  # the row's end, not the generous cap
+
+
+def test_speech_job_matches_speak_stream_settings(tiny_qwen3_omni):
+    job = speech_job(tiny_qwen3_omni, "  Saving the file. ", voice="ethan")
+    assert job.text_ids == tiny_qwen3_omni.processor.tokenizer("Saving the file.", add_special_tokens=False)["input_ids"]
+    assert job.speaker_id == 2302 and job.do_sample and job.max_frames >= 2
+    with pytest.raises(UserError, match="non-empty"):
+        speech_job(tiny_qwen3_omni, "   ")
+    with pytest.raises(UserError, match="unknown voice"):
+        speech_job(tiny_qwen3_omni, "hi", voice="nobody")
