@@ -25,9 +25,9 @@ FRAMES = (12, 9, 7)
 def _job(model, text: str, frames: int, **kw) -> SpeechJob:
     prompt = model.prepare(ModelRequest(messages=speech_messages(model.family))).inputs["input_ids"]
     ids = model.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    fields = dict(max_frames=frames, min_frames=frames, do_sample=False, chunk_frames=2, max_chunk_frames=4)
+    fields = dict(speaker_id=2302, stop_ids=[151645], max_frames=frames, min_frames=frames, do_sample=False, chunk_frames=2, max_chunk_frames=4)
     fields.update(kw)
-    return SpeechJob(input_ids=prompt, text_ids=ids, speaker_id=2302, stop_ids=[151645], **fields)
+    return SpeechJob(input_ids=prompt, text_ids=ids, **fields)
 
 
 def _alone(model, job: SpeechJob):
