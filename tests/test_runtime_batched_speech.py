@@ -39,9 +39,9 @@ def _alone(model, job: SpeechJob):
 def _run(speaker: BatchedSpeaker, joins: dict[int, SpeechJob]) -> dict[int, tuple]:
     """Frames until every stream is done; job i joins before frame ``i``'s key. -> {key: (codes, wave, chunk frames)}."""
     got: dict[int, list] = {}
-    states = {}
+    states = {i: s for i, s in enumerate(speaker.streams)}
     frame = 0
-    while frame <= max(joins) or speaker.streams:
+    while frame <= max(joins, default=-1) or speaker.streams:
         if frame in joins:
             states[frame] = speaker.add(joins[frame])
         for state, item in speaker.frame():
@@ -67,6 +67,13 @@ def test_each_stream_in_a_batch_equals_the_stream_alone(tiny_qwen3_omni):
         assert got_wave.shape == wave.shape
         np.testing.assert_allclose(got_wave, wave, atol=1e-6)
     assert speaker.free_rows == [0, 1, 2, 3] and not speaker.streams
+    # joining together: one batched prefill for the prompts of one length, same codes again
+    states = speaker.add_many(jobs)
+    assert len({s.slot for s in states}) < len(states)  # at least two share a prefill
+    together = _run(speaker, {})
+    for i, ((codes, wave, _), state) in enumerate(zip(alone, states)):
+        assert torch.equal(state.codes, codes)
+        np.testing.assert_allclose(together[i][1], wave, atol=1e-6)
 
 
 def test_padding_to_a_bucket_changes_nothing(tiny_qwen3_omni):

@@ -163,8 +163,7 @@ class SpeechScheduler:
                     break
                 room = len(self.speaker.free_rows)
                 joining = [self._inbox.popleft() for _ in range(min(room, len(self._inbox)))]
-            for stream in joining:
-                self._admit(stream)
+            self._admit([s for s in joining if not s.cancelled])
             self._drop_cancelled()
             if self._active:
                 self._frame()
@@ -172,15 +171,20 @@ class SpeechScheduler:
         for stream in [*self._active, *self._inbox]:
             self._finish(stream, error)
 
-    def _admit(self, stream: SpeechStream) -> None:
-        if stream.cancelled:
+    def _admit(self, joining: list[SpeechStream]) -> None:
+        """Prefill the joining streams (together where their prompts have one length)."""
+        if not joining:
             return
         try:
-            stream.state = self.speaker.add(stream.job, started=stream.started)
-        except Exception as exc:  # noqa: BLE001 - this stream cannot start; the others go on
-            self._finish(stream, exc if isinstance(exc, OmniAgentError) else _talker_error(exc))
-            return
-        self._active.append(stream)
+            results = self.speaker.add_many([s.job for s in joining], started=[s.started for s in joining])
+        except Exception as exc:  # noqa: BLE001 - these streams cannot start; the scheduler goes on
+            results = [exc] * len(joining)
+        for stream, result in zip(joining, results):
+            if isinstance(result, Exception):
+                self._finish(stream, result if isinstance(result, OmniAgentError) else _talker_error(result))
+            else:
+                stream.state = result
+                self._active.append(stream)
 
     def _drop_cancelled(self) -> None:
         for stream in [s for s in self._active if s.cancelled]:

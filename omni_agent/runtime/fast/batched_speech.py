@@ -273,13 +273,27 @@ class BatchedFrameEngine:
         self.row_buf.copy_(keep_rows)
         return graph, out
 
-    def prefill(self, embeds: Any, row: int) -> tuple[Any, Any]:
-        """A joining stream's Talker prompt into its row (batch 1, eager) -> (hidden, last scores)."""
+    def prefill_rows(self, embeds: Any, rows: Sequence[int]) -> tuple[Any, Any]:
+        """Joining streams' Talker prompts (one length, embeds [m, n, H]) into their rows at slots
+        [0, n), as ``TextStack.forward`` would one by one (eager) -> (last hidden [m, 1, H], scores [m, V])."""
         import torch
 
-        n = embeds.shape[1]
-        positions = torch.arange(n, device=self.device).view(1, n)
-        hidden, logits = self.talker_stack.forward(embeds, positions, self.cache.row(row), 0, return_hidden=True)
+        from .layers import attention_prefill
+
+        stack = self.talker_stack
+        m, n, _ = embeds.shape
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        x = embeds
+        cos, sin = stack.rope(x, torch.arange(n, device=self.device).view(1, n))
+        for i, w in enumerate(stack.layers):
+            q, k, v = stack._pre_attention(x, w.ln1, w.q, w.k, w.v, w.q_norm, w.k_norm, cos, sin)
+            kc, vc = self.cache.layer(i)
+            kc[index, :, :n] = k
+            vc[index, :, :n] = v
+            a = attention_prefill(q, k, v, 0, stack.scale)  # a new row attends to its own prompt only
+            x, h = stack._post_attention(x, a.transpose(1, 2).reshape(m, n, -1), w.o, w.ln2)
+            x = stack._mlp_from(w, x, h)
+        hidden, logits = stack.head(x[:, -1:], return_hidden=True)
         return hidden, logits[:, -1].float()
 
     def code_predictor(self, past_hidden: Any, code0: Any, *, bucket: int | None = None) -> tuple[Any, Any]:
@@ -407,6 +421,8 @@ class SpeechStreamState:
     generator: Any
     started: float
     generated: Any = None
+    prompt: Any = None
+    """The Talker prompt embeddings until the prefill has run."""
     max_frames: int = 0
     """The job's frame cap, or what the row holds (a generous per-token cap can exceed a row:
     that speech ends at the row's end, ~5 minutes at 4096 slots)."""
@@ -459,47 +475,78 @@ class BatchedSpeaker:
         torch.cuda.synchronize(self.device)
 
     def add(self, job: SpeechJob, *, started: float | None = None) -> SpeechStreamState:
-        """Prefill a new stream into a free row (between frames). ``started``: when the request
-        came in (``perf_counter``), so chunk times include the wait for a row."""
+        """Prefill one new stream into a free row (between frames); raises if it cannot start."""
+        (result,) = self.add_many([job], started=[started])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def add_many(self, jobs: Sequence[SpeechJob], *, started: Sequence[float | None] | None = None) -> list[SpeechStreamState | Exception]:
+        """Prefill new streams into free rows (between frames), those with prompts of one length in
+        ONE batched prefill (speech prompts mostly have one length: 16 answers arriving together do
+        not prefill one after another). ``started``: when each request came in (``perf_counter``),
+        so chunk times include the wait. Per job: its stream, or the error that stopped it alone."""
         import torch
 
-        if not self.free_rows:
-            raise ModelError("no free Talker row (the scheduler admits streams only when a row is free)")
+        if len(jobs) > len(self.free_rows):
+            raise ModelError(f"{len(jobs)} streams but {len(self.free_rows)} free Talker rows (admit only what fits)")
+        times = list(started) if started is not None else [None] * len(jobs)
+        results: list[SpeechStreamState | Exception] = []
+        groups: dict[int, list[int]] = {}
+        with torch.inference_mode():
+            for i, job in enumerate(jobs):
+                try:
+                    results.append(self._new_stream(job, times[i]))
+                except Exception as exc:  # noqa: BLE001 - this job cannot start; the others can
+                    results.append(exc)
+                    continue
+                groups.setdefault(results[-1].slot, []).append(i)
+            for members in groups.values():
+                streams = [results[i] for i in members]
+                rows = [self.free_rows.pop(0) for _ in streams]
+                try:
+                    embeds = torch.cat([s.prompt for s in streams])  # type: ignore[union-attr]
+                    hidden, scores = self.engine.prefill_rows(embeds, rows)
+                except Exception as exc:  # noqa: BLE001 - these streams cannot start; the others can
+                    self.free_rows = sorted(self.free_rows + rows)
+                    for i in members:
+                        results[i] = exc
+                    continue
+                for k, (stream, row) in enumerate(zip(streams, rows)):
+                    stream.row, stream.past_hidden, stream.scores, stream.prompt = row, hidden[k : k + 1], scores[k : k + 1], None  # type: ignore[union-attr]
+                    self.streams.append(stream)  # type: ignore[arg-type]
+        return results
+
+    def _new_stream(self, job: SpeechJob, started: float | None) -> SpeechStreamState:
+        """A stream's Talker inputs and sampling state (``StreamingSpeaker``'s own functions), not yet prefilled."""
+        import torch
+
         if job.chunk_frames < 1 or job.max_chunk_frames < 1:
             raise UserError("chunk_frames and max_chunk_frames must be >= 1")
         single = self.single
-        with torch.inference_mode():
-            input_ids = job.input_ids.to(self.device)
-            forced = torch.tensor([list(job.text_ids) + [int(job.stop_ids[0])]], dtype=torch.long, device=self.device)
-            parts = single.talker_inputs(input_ids, torch.cat((input_ids, forced), dim=1), job.speaker_id, job.stop_ids)
-            slot = parts["embeds"].shape[1]
-            room = self.engine.max_tokens - slot - 1  # frames a row holds after the prompt
-            if room < max(job.min_frames, 2):
-                raise UserError(
-                    f"this message needs at least {slot + max(job.min_frames, 2) + 1} Talker KV slots; the batched "
-                    f"Talker has {self.engine.max_tokens} per stream (max_tokens)"
-                )
-            processors, warpers = single._talker_processors(
-                do_sample=job.do_sample, temperature=job.temperature, top_k=job.top_k, top_p=job.top_p,
-                repetition_penalty=job.repetition_penalty, min_new_tokens=max(job.min_frames, 2),
-            )  # fmt: skip
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(int(job.seed)) if job.seed is not None else generator.seed()
-            row = self.free_rows.pop(0)
-            try:
-                hidden, scores = self.engine.prefill(parts["embeds"], row)
-            except BaseException:
-                self.free_rows.insert(0, row)
-                raise
-        stream = SpeechStreamState(
-            job=job, row=row, slot=slot, past_hidden=hidden[:, -1:], scores=scores, trailing=parts["trailing"],
+        input_ids = job.input_ids.to(self.device)
+        forced = torch.tensor([list(job.text_ids) + [int(job.stop_ids[0])]], dtype=torch.long, device=self.device)
+        parts = single.talker_inputs(input_ids, torch.cat((input_ids, forced), dim=1), job.speaker_id, job.stop_ids)
+        slot = parts["embeds"].shape[1]
+        room = self.engine.max_tokens - slot - 1  # frames a row holds after the prompt
+        if room < max(job.min_frames, 2):
+            raise UserError(
+                f"this message needs at least {slot + max(job.min_frames, 2) + 1} Talker KV slots; the batched "
+                f"Talker has {self.engine.max_tokens} per stream (max_tokens)"
+            )
+        processors, warpers = single._talker_processors(
+            do_sample=job.do_sample, temperature=job.temperature, top_k=job.top_k, top_p=job.top_p,
+            repetition_penalty=job.repetition_penalty, min_new_tokens=max(job.min_frames, 2),
+        )  # fmt: skip
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(job.seed)) if job.seed is not None else generator.seed()
+        return SpeechStreamState(
+            job=job, row=-1, slot=slot, past_hidden=None, scores=None, trailing=parts["trailing"],
             pad=parts["pad"], processors=processors, warpers=warpers, generator=generator,
             started=time.perf_counter() if started is None else started,
             generated=torch.zeros((1, 0), dtype=torch.long, device=self.device), want=job.chunk_frames,
-            max_frames=min(job.max_frames, room),
+            max_frames=min(job.max_frames, room), prompt=parts["embeds"],
         )  # fmt: skip
-        self.streams.append(stream)
-        return stream
 
     def remove(self, stream: SpeechStreamState) -> None:
         """The stream leaves (done, cancelled or failed): its row is free for the next one."""
