@@ -113,3 +113,18 @@ def test_speech_job_matches_speak_stream_settings(tiny_qwen3_omni):
         speech_job(tiny_qwen3_omni, "   ")
     with pytest.raises(UserError, match="unknown voice"):
         speech_job(tiny_qwen3_omni, "hi", voice="nobody")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graph_captured_batches_match_the_stream_alone_on_gpu(tiny_qwen3_omni_dir):
+    from omni_agent.runtime import QwenOmniModel
+
+    gpu = QwenOmniModel.load(tiny_qwen3_omni_dir, device_map="cuda", enable_talker=True)
+    jobs = [_job(gpu, t, f) for t, f in zip(TEXTS, FRAMES)]
+    alone = [_alone(gpu, job) for job in jobs]
+    speaker = BatchedSpeaker(gpu.model, gpu.processor, max_streams=4, max_tokens=512)
+    speaker.warm_up(left_context=25, max_chunk_frames=4)
+    batched = _run(speaker, {0: jobs[0], 2: jobs[1], 3: jobs[2]})
+    assert speaker.engine.graphs and speaker.engine._talker_graphs and speaker.engine._cp_graphs
+    for (codes, _, _), key in zip(alone, (0, 2, 3)):
+        assert torch.equal(batched[key][0].cpu(), codes.cpu())

@@ -456,6 +456,9 @@ class BatchedSpeaker:
         self.upsample = int(self.code2wav.total_upsample)
         self.free_rows = list(range(max_streams))
         self.streams: list[SpeechStreamState] = []
+        self.profile = False
+        """Benchmarks: synchronise after each phase of a frame and sum its time in ``phase_seconds``."""
+        self.phase_seconds: dict[str, float] = {}
 
     @property
     def max_streams(self) -> int:
@@ -561,10 +564,28 @@ class BatchedSpeaker:
         import torch
 
         with torch.inference_mode():
+            mark = self._phase("", 0.0)
             going = self._first_codes()
+            mark = self._phase("sample", mark)
             if going:
                 self._advance(going)
-            return self._decode_due()
+            mark = self._phase("talker", mark)
+            out = self._decode_due()
+            self._phase("code2wav", mark)
+            return out
+
+    def _phase(self, name: str, since: float) -> float:
+        """With ``profile`` on: wait for the GPU and add the time since ``since`` to ``phase_seconds[name]``."""
+        if not self.profile:
+            return 0.0
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if name:
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + now - since
+        return now
 
     def _first_codes(self) -> list[tuple[SpeechStreamState, Any]]:
         """Each stream samples its frame's first code with its own processors and generator."""
