@@ -76,6 +76,19 @@ def test_each_stream_in_a_batch_equals_the_stream_alone(tiny_qwen3_omni):
         np.testing.assert_allclose(together[i][1], wave, atol=1e-6)
 
 
+def test_sampled_streams_in_a_batch_draw_what_they_draw_alone(tiny_qwen3_omni):
+    """Sampling (seeded, repetition penalty, top-k / top-p) runs batched per settings group and
+    gives each stream the codes its own generator gives it alone."""
+    settings = [dict(seed=1), dict(seed=2, top_k=5, temperature=0.7), dict(seed=3, top_p=0.8)]
+    jobs = [_job(tiny_qwen3_omni, t, 12, min_frames=2, do_sample=True, **kw) for t, kw in zip(TEXTS, settings)]
+    alone = [_alone(tiny_qwen3_omni, job) for job in jobs]
+    speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=4, max_tokens=512)
+    batched = _run(speaker, {0: jobs[0], 1: jobs[1], 2: jobs[2]})
+    for (codes, wave, _), key in zip(alone, (0, 1, 2)):
+        assert torch.equal(batched[key][0], codes)
+        np.testing.assert_allclose(batched[key][1], wave, atol=1e-6)
+
+
 def test_padding_to_a_bucket_changes_nothing(tiny_qwen3_omni):
     speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=8, max_tokens=512)
     states = [speaker.add(_job(tiny_qwen3_omni, t, f)) for t, f in zip(TEXTS, FRAMES)]

@@ -12,8 +12,9 @@ code-predictor run for all active streams:
   KV is a plain batch ``[bucket, ...]`` overwritten every frame.
 - On CUDA each of the two runs is captured as a CUDA graph per batch bucket (1, 2, 4, 8, ...);
   on CPU the same functions run eagerly, padded to the same buckets.
-- Sampling the first code of a frame keeps transformers' processors per stream (own history,
-  own generator), so a stream's codes do not depend on its neighbours; Code2Wav decodes each
+- Sampling the first code of a frame applies transformers' processors for all rows at once
+  (each is row-wise; every stream keeps its own history and generator), so a stream's codes
+  do not depend on its neighbours; Code2Wav decodes each
   stream's chunks as ``StreamingSpeaker`` does, batching the calls whose inputs have one shape.
 
 The maths is ``StreamingSpeaker``'s static engine, row by row (the tests compare codes and
@@ -416,11 +417,11 @@ class SpeechStreamState:
     scores: Any
     trailing: Any
     pad: Any
-    processors: Any
+    seen: Any
+    """[1, V] bool: the codes this stream has chosen (its repetition penalty)."""
     warpers: Any
     generator: Any
     started: float
-    generated: Any = None
     prompt: Any = None
     """The Talker prompt embeddings until the prefill has run."""
     max_frames: int = 0
@@ -456,6 +457,14 @@ class BatchedSpeaker:
         self.upsample = int(self.code2wav.total_upsample)
         self.free_rows = list(range(max_streams))
         self.streams: list[SpeechStreamState] = []
+        import torch
+
+        vocab = int(model.talker.codec_head.weight.shape[0])
+        suppressed = torch.tensor(self.single.suppressed_codes(), dtype=torch.long, device=self.device)
+        codes = torch.arange(vocab, device=self.device)
+        self.suppress_mask = torch.isin(codes, suppressed)
+        self.eos_mask = codes == self.eos_code
+        self._no_codes = torch.zeros((1, vocab), dtype=torch.bool, device=self.device)
         self.profile = False
         """Benchmarks: synchronise after each phase of a frame and sum its time in ``phase_seconds``."""
         self.phase_seconds: dict[str, float] = {}
@@ -537,7 +546,7 @@ class BatchedSpeaker:
                 f"this message needs at least {slot + max(job.min_frames, 2) + 1} Talker KV slots; the batched "
                 f"Talker has {self.engine.max_tokens} per stream (max_tokens)"
             )
-        processors, warpers = single._talker_processors(
+        _, warpers = single._talker_processors(
             do_sample=job.do_sample, temperature=job.temperature, top_k=job.top_k, top_p=job.top_p,
             repetition_penalty=job.repetition_penalty, min_new_tokens=max(job.min_frames, 2),
         )  # fmt: skip
@@ -545,9 +554,9 @@ class BatchedSpeaker:
         generator.manual_seed(int(job.seed)) if job.seed is not None else generator.seed()
         return SpeechStreamState(
             job=job, row=-1, slot=slot, past_hidden=None, scores=None, trailing=parts["trailing"],
-            pad=parts["pad"], processors=processors, warpers=warpers, generator=generator,
+            pad=parts["pad"], seen=self._no_codes, warpers=warpers, generator=generator,
             started=time.perf_counter() if started is None else started,
-            generated=torch.zeros((1, 0), dtype=torch.long, device=self.device), want=job.chunk_frames,
+            want=job.chunk_frames,
             max_frames=min(job.max_frames, room), prompt=parts["embeds"],
         )  # fmt: skip
 
@@ -588,25 +597,58 @@ class BatchedSpeaker:
         return now
 
     def _first_codes(self) -> list[tuple[SpeechStreamState, Any]]:
-        """Each stream samples its frame's first code with its own processors and generator."""
+        """Each stream's first code of this frame; streams with the same sampling settings in one
+        batched pass (``_sample``), each with its own history and generator."""
         import torch
 
-        picks = []
+        groups: dict[tuple[Any, ...], list[SpeechStreamState]] = {}
         for s in self.streams:
-            scores = s.processors(s.generated, s.scores)
-            if s.job.do_sample:
-                scores = s.warpers(s.generated, scores)
-            code0 = StreamingSpeaker._pick(scores, s.job.do_sample, s.generator)
-            s.generated = torch.cat((s.generated, code0), dim=1)
-            picks.append(code0)
-        values = torch.cat(picks).view(-1).tolist() if picks else []  # the frame's one host sync
+            j = s.job
+            groups.setdefault((j.do_sample, j.temperature, j.top_k, j.top_p, j.repetition_penalty), []).append(s)
+        picks: dict[int, Any] = {}
+        for members in groups.values():
+            codes = self._sample(members)
+            for i, s in enumerate(members):
+                picks[id(s)] = codes[i : i + 1]
+        ordered = [picks[id(s)] for s in self.streams]
+        values = torch.cat(ordered).view(-1).tolist() if ordered else []  # the frame's one host sync
         going = []
-        for s, code0, value in zip(self.streams, picks, values):
+        for s, code0, value in zip(self.streams, ordered, values):
             if int(value) == self.eos_code:
                 s.done = True
             else:
                 going.append((s, code0))
         return going
+
+    def _sample(self, streams: list[SpeechStreamState]) -> Any:
+        """transformers' processors and warpers as ``StreamingSpeaker`` builds them (repetition
+        penalty over each stream's own codes, suppressed control codes, no EOS before the minimum
+        length; temperature, top-k, top-p), computed for the rows at once: each is row-wise, so a
+        row's scores are the ones it gets alone. Then greedy, or a draw from each stream's generator."""
+        import torch
+
+        job = streams[0].job
+        scores = torch.cat([s.scores for s in streams])
+        penalty = job.repetition_penalty
+        if penalty != 1.0:
+            seen = torch.cat([s.seen for s in streams])
+            scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+        scores = torch.where(self.suppress_mask, -float("inf"), scores)
+        young = [s.step < max(s.job.min_frames, 2) for s in streams]
+        if any(young):
+            rows = torch.tensor(young, device=self.device).view(-1, 1)
+            scores = torch.where(rows & self.eos_mask, -float("inf"), scores)
+        if job.do_sample:
+            scores = streams[0].warpers(None, scores)
+            probs = torch.softmax(scores.float(), dim=-1)
+            codes = torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=s.generator) for i, s in enumerate(streams)])
+        else:
+            codes = scores.argmax(dim=-1, keepdim=True)
+        if penalty != 1.0:
+            seen = seen.scatter(1, codes, True)
+            for i, s in enumerate(streams):
+                s.seen = seen[i : i + 1]
+        return codes
 
     def _advance(self, going: list[tuple[SpeechStreamState, Any]]) -> None:
         """The code predictor and the Talker step for the streams that did not stop."""

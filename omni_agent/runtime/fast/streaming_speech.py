@@ -286,6 +286,12 @@ class StreamingSpeaker:
         }
 
     # -- sampling (transformers' processors, reused) ----------------------------------------------
+    def suppressed_codes(self) -> list[int]:
+        """The Talker's control codes it may never pick (the last 1024 ids, but its EOS)."""
+        tc = self.config.talker_config
+        vocab = tc.text_config.vocab_size
+        return [i for i in range(vocab - 1024, vocab) if i != tc.codec_eos_token_id]
+
     def _talker_processors(self, *, do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float, min_new_tokens: int) -> tuple[Any, Any]:
         from transformers import (
             LogitsProcessorList,
@@ -298,8 +304,7 @@ class StreamingSpeaker:
         )
 
         tc = self.config.talker_config
-        vocab = tc.text_config.vocab_size
-        suppress = [i for i in range(vocab - 1024, vocab) if i != tc.codec_eos_token_id]
+        suppress = self.suppressed_codes()
         processors = LogitsProcessorList()
         if repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
