@@ -48,7 +48,8 @@ class _Collector:
 def test_a_cancelled_stream_frees_its_row_and_the_others_finish_unchanged(tiny_qwen3_omni):
     jobs = [_job(tiny_qwen3_omni, t, f) for t, f in zip(TEXTS, FRAMES)]
     alone = [_alone(tiny_qwen3_omni, job) for job in jobs]
-    scheduler = SpeechScheduler(tiny_qwen3_omni, max_streams=3, max_tokens=512)
+    scheduler = SpeechScheduler(tiny_qwen3_omni, max_streams=3, max_tokens=512, warm_up=True)
+    scheduler.start()  # warm-up first (graphs on CUDA; nothing to do on CPU), then streams
     try:
         sinks = [_Collector(), _Collector(cancel_after_first=True), _Collector()]
         streams = []
@@ -69,6 +70,7 @@ def test_a_cancelled_stream_frees_its_row_and_the_others_finish_unchanged(tiny_q
         assert late.finished.wait(60) and late.end == ("done", None)
         assert torch.equal(late.stream.state.codes, alone[1][0])
         assert sorted(scheduler.speaker.free_rows) == [0, 1, 2] and scheduler.stats.max_batch >= 2
+        assert scheduler.warm_up_error is None
     finally:
         scheduler.close()
 

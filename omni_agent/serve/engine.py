@@ -133,6 +133,10 @@ class BatchedEngine:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._speech_scheduler: Any = None
+        if self.device.type == "cuda" and model.family.key == "qwen3_omni" and model.info.can_speak:
+            # The batched Talker's CUDA graphs and Code2Wav plans (~40 s on an H200) are made in
+            # its own thread now, while the server starts, not inside the first spoken answers.
+            self._speech().start()
 
     # -- the async side (ServeBackend) ---------------------------------------------------------
     async def stream(self, request: ModelRequest, *, session_id: str | None = None,
@@ -180,7 +184,9 @@ class BatchedEngine:
 
         with self._prepare_lock:
             if self._speech_scheduler is None:
-                self._speech_scheduler = SpeechScheduler(self.model, prepare_lock=self._prepare_lock)
+                self._speech_scheduler = SpeechScheduler(
+                    self.model, prepare_lock=self._prepare_lock, warm_up=self.device.type == "cuda"
+                )
             return self._speech_scheduler
 
     async def aclose(self) -> None:

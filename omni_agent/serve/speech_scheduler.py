@@ -63,7 +63,7 @@ class SpeechScheduler:
 
     def __init__(
         self, model: Any, *, max_streams: int = 16, max_tokens: int = 4096, graphs: bool = True,
-        prepare_lock: threading.Lock | None = None,
+        prepare_lock: threading.Lock | None = None, warm_up: bool = False,
     ) -> None:  # fmt: skip
         self.model = model
         self.speaker = BatchedSpeaker(model.model, model.processor, max_streams=max_streams, max_tokens=max_tokens, graphs=graphs)
@@ -75,6 +75,9 @@ class SpeechScheduler:
         self._active: list[SpeechStream] = []
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._warm_up = warm_up
+        self.warm_up_error: Exception | None = None
+        """Why the warm-up failed, if it did (graphs are then captured on first use)."""
 
     # -- submitting ------------------------------------------------------------------------------
     def job(self, text: str, *, voice: str | None = None, settings: Any = None, chunk_frames: int = 4) -> SpeechJob:
@@ -91,11 +94,20 @@ class SpeechScheduler:
             if self._closed:
                 raise ModelError("the speech scheduler is shut down")
             self._inbox.append(stream)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="omni-talker-batch", daemon=True)
-                self._thread.start()
+            self._start_locked()
             self._cond.notify()
         return stream
+
+    def start(self) -> None:
+        """Start the thread now (with ``warm_up``: graphs and Code2Wav plans before any answer
+        waits for them; streams submitted meanwhile queue). Otherwise the first submit starts it."""
+        with self._cond:
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="omni-talker-batch", daemon=True)
+            self._thread.start()
 
     def chunks(self, job: SpeechJob) -> Iterator[SpeechChunk]:
         """``job``'s chunks, blocking (scripts, benchmarks); closing the iterator cancels it."""
@@ -155,6 +167,11 @@ class SpeechScheduler:
 
     # -- the thread ------------------------------------------------------------------------------
     def _run(self) -> None:
+        if self._warm_up:
+            try:
+                self.speaker.warm_up()
+            except Exception as exc:  # noqa: BLE001 - not fatal: graphs are captured on first use instead
+                self.warm_up_error = exc
         while True:
             with self._cond:
                 while not self._closed and not self._inbox and not self._active:
