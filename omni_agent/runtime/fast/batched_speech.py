@@ -10,12 +10,14 @@ code-predictor run for all active streams:
   row is scratch: padding entries of a batch bucket write there and are never read.
 - The code predictor's 15 inner steps are in lockstep for every stream (same positions), so its
   KV is a plain batch ``[bucket, ...]`` overwritten every frame.
-- On CUDA each of the two runs is captured as a CUDA graph per batch bucket (1, 2, 4, 8, ...);
-  on CPU the same functions run eagerly, padded to the same buckets.
+- On CUDA each of the two runs is captured as a CUDA graph per batch bucket (1, 2, 4, 8, ...;
+  the Talker step also per attention span 256 .. max_tokens); on CPU the same functions run
+  eagerly, padded to the same buckets.
+- Streams that join together with prompts of one length are prefilled in one batched pass.
 - Sampling the first code of a frame applies transformers' processors for all rows at once
   (each is row-wise; every stream keeps its own history and generator), so a stream's codes
-  do not depend on its neighbours; Code2Wav decodes each
-  stream's chunks as ``StreamingSpeaker`` does, batching the calls whose inputs have one shape.
+  do not depend on its neighbours; Code2Wav decodes each stream's chunks as
+  ``StreamingSpeaker`` does, batching the calls whose inputs have one shape.
 
 The maths is ``StreamingSpeaker``'s static engine, row by row (the tests compare codes and
 waveforms of a stream alone and inside a batch).
@@ -32,7 +34,10 @@ import numpy as np
 from ...exceptions import ModelError, UserError
 from .streaming_speech import SpeechChunk, StreamingSpeaker, pick_residual_code
 
-__all__ = ["BatchedFrameEngine", "BatchedSpeaker", "RowKVCache", "SpeechJob", "SpeechStreamState", "attention_rows", "bucket_for", "speech_job"]
+__all__ = [
+    "BatchedFrameEngine", "BatchedSpeaker", "RowKVCache", "SpeechJob", "SpeechStreamState", "attention_rows", "bucket_for",
+    "speech_job",
+]  # fmt: skip
 
 
 def bucket_for(n: int, largest: int) -> int:
@@ -533,8 +538,8 @@ class BatchedSpeaker:
         """A stream's Talker inputs and sampling state (``StreamingSpeaker``'s own functions), not yet prefilled."""
         import torch
 
-        if job.chunk_frames < 1 or job.max_chunk_frames < 1:
-            raise UserError("chunk_frames and max_chunk_frames must be >= 1")
+        if job.chunk_frames < 1 or job.max_chunk_frames < 1 or job.left_context < 0:
+            raise UserError("chunk_frames and max_chunk_frames must be >= 1, left_context >= 0")
         single = self.single
         input_ids = job.input_ids.to(self.device)
         forced = torch.tensor([list(job.text_ids) + [int(job.stop_ids[0])]], dtype=torch.long, device=self.device)
