@@ -109,6 +109,31 @@ def test_padding_to_a_bucket_changes_nothing(tiny_qwen3_omni):
     assert engine.cache.scratch == 8 and bool((engine.cache.k[:, 3:8] == 0).all())
 
 
+def test_each_rows_talker_step_and_code_predictor_are_its_own(tiny_qwen3_omni):
+    """Rows at different slots: each row's logits in a batch of 3 equal that row's step alone
+    (batch 1), so no row reads another's keys or slots."""
+    speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=4, max_tokens=512)
+    first = speaker.add(_job(tiny_qwen3_omni, TEXTS[0], 12))
+    for _ in range(3):
+        speaker.frame()
+    states = [first, *speaker.add_many([_job(tiny_qwen3_omni, t, 12) for t in TEXTS[1:]])]
+    assert states[0].slot > states[1].slot  # the first one is 3 frames ahead
+    engine = speaker.engine
+    past = torch.cat([s.past_hidden for s in states])
+    code0 = torch.tensor([[3], [17], [40]])
+    with torch.inference_mode():
+        codes, summed = engine.code_predictor(past, code0)
+        embeds = summed + 0.25
+        hidden, scores = engine.step(embeds, [s.row for s in states], [s.slot for s in states])
+        for i, s in enumerate(states):
+            one_codes, one_summed = engine.code_predictor(past[i : i + 1], code0[i : i + 1])
+            one_hidden, one_scores = engine.step(embeds[i : i + 1], [s.row], [s.slot])
+            torch.testing.assert_close(one_codes, codes[i : i + 1], rtol=0, atol=0)
+            torch.testing.assert_close(one_summed, summed[i : i + 1], rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(one_scores, scores[i : i + 1], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(one_hidden, hidden[i : i + 1], rtol=1e-5, atol=1e-5)
+
+
 def test_a_message_too_long_for_a_row_is_refused_and_a_long_cap_is_clipped(tiny_qwen3_omni):
     speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=2, max_tokens=48)
     with pytest.raises(UserError, match="Talker KV slots"):
