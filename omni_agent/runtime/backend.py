@@ -270,44 +270,19 @@ class QwenOmniModel(Model):
     ) -> Iterator[Any]:
         """Speech of exactly ``text`` as playable ``SpeechChunk``s while the Talker runs
         (Qwen3-Omni; see ``omni_agent.runtime.fast.streaming_speech``)."""
+        from .fast.batched_speech import speech_job
         from .fast.streaming_speech import StreamingSpeaker
 
         if not self.info.can_speak:
             raise UserError(f"{self.info.name} cannot speak: load it with enable_talker=True")
         if self.family.key != "qwen3_omni":
             raise UserError(f"streaming speech supports Qwen3-Omni; {self.family.label} speaks through speak()")
-        text = text.strip()
-        if not text:
-            raise UserError("speak_stream() needs non-empty text")
-        settings = settings or self.speech_settings
-        voice_name = resolve_voice(self.family, voice)
-        tokenizer = self.processor.tokenizer
-        text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        prepared = self.prepare(ModelRequest(messages=speech_messages(self.family)))
-        stop = eos_token_ids(tokenizer)
-        _, talker = speech_generation_extras(
-            self.family, prompt_length=prepared.prompt_tokens, text_ids=text_ids, stop_id=stop[0], settings=settings
-        )
+        job = speech_job(self, text, voice=voice, settings=settings, chunk_frames=chunk_frames)
         if getattr(self, "_speaker", None) is None:  # kept: its CUDA graphs are captured once
             self._speaker = StreamingSpeaker(self.model, self.processor)
         speaker = self._speaker
-        speaker_id = self.model.config.talker_config.speaker_id[voice_name.lower()]
         with self._lock:
-            yield from speaker.stream(
-                prepared.inputs["input_ids"],
-                text_ids,
-                speaker_id=speaker_id,
-                stop_ids=stop,
-                max_frames=int(talker["max_new_tokens"]),
-                min_frames=int(talker["min_new_tokens"]),
-                do_sample=True,
-                temperature=settings.temperature,
-                top_k=settings.top_k,
-                top_p=settings.top_p,
-                repetition_penalty=settings.repetition_penalty,
-                seed=settings.seed,
-                chunk_frames=chunk_frames,
-            )
+            yield from speaker.stream(job.input_ids, job.text_ids, **job.stream_kwargs())
 
     async def aspeak(self, text: str, *, voice: str | None = None, settings: SpeechSettings | None = None) -> AudioPart:
         return await asyncio.to_thread(self.speak, text, voice=voice, settings=settings)

@@ -132,6 +132,11 @@ class BatchedEngine:
         self._batch_mask: Any = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._speech_scheduler: Any = None
+        if self.device.type == "cuda" and model.family.key == "qwen3_omni" and model.info.can_speak:
+            # The batched Talker's CUDA graphs and Code2Wav plans (~40 s on an H200) are made in
+            # its own thread now, while the server starts, not inside the first spoken answers.
+            self._speech().start()
 
     # -- the async side (ServeBackend) ---------------------------------------------------------
     async def stream(self, request: ModelRequest, *, session_id: str | None = None,
@@ -169,34 +174,20 @@ class BatchedEngine:
             samples, rate = audio.load()
             yield AudioChunk(samples=np.asarray(samples, dtype=np.float32), rate=rate)
             return
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        stop = threading.Event()
+        # Every spoken answer joins one batched Talker (one frame for all streams at once).
+        async for chunk in self._speech().stream(text, voice=voice):
+            yield AudioChunk(samples=np.asarray(chunk.samples, dtype=np.float32), rate=24_000)
 
-        def work() -> None:
-            try:
-                for chunk in model.speak_stream(text, voice=voice):
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
-            except BaseException as exc:  # handed to the reader
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+    def _speech(self) -> Any:
+        """The Talker's scheduler, built on the first spoken answer (its thread and graphs too)."""
+        from .speech_scheduler import SpeechScheduler
 
-        thread = threading.Thread(target=work, name="omni-talker", daemon=True)
-        thread.start()
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "chunk":
-                    yield AudioChunk(samples=np.asarray(value.samples, dtype=np.float32), rate=24_000)
-                elif kind == "error":
-                    raise value
-                else:
-                    return
-        finally:
-            stop.set()
+        with self._prepare_lock:
+            if self._speech_scheduler is None:
+                self._speech_scheduler = SpeechScheduler(
+                    self.model, prepare_lock=self._prepare_lock, warm_up=self.device.type == "cuda"
+                )
+            return self._speech_scheduler
 
     async def aclose(self) -> None:
         with self._cond:
@@ -204,6 +195,8 @@ class BatchedEngine:
             self._cond.notify_all()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 30)
+        if self._speech_scheduler is not None:
+            await asyncio.to_thread(self._speech_scheduler.close)
         await self.model.aclose()
 
     # -- requests in -------------------------------------------------------------------------

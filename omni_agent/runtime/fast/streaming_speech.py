@@ -35,7 +35,7 @@ import numpy as np
 
 from ...exceptions import ModelError, UserError
 
-__all__ = ["SpeechChunk", "StreamingSpeaker"]
+__all__ = ["SpeechChunk", "StreamingSpeaker", "pick_residual_code"]
 
 
 @dataclass
@@ -46,6 +46,23 @@ class SpeechChunk:
     frames: int
     seconds_since_start: float
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def pick_residual_code(scores: Any, sample: bool) -> Any:
+    """The code predictor's choice per row of ``scores`` [n, V]: greedy, or top-k 50 / top-p 0.8
+    sampling as Gumbel-max (same distribution as multinomial; torch.rand is CUDA-graph safe)."""
+    import torch
+
+    if not sample:
+        return scores.argmax(dim=-1, keepdim=True)
+    kth = torch.topk(scores, 50, dim=-1).values[..., -1:]
+    scores = scores.masked_fill(scores < kth, float("-inf"))
+    ordered, order = torch.sort(scores, descending=False, dim=-1)
+    drop = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= 1 - 0.8
+    drop[..., -1:] = False
+    scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    noise = -torch.log(-torch.log(torch.rand_like(scores).clamp_(1e-10, 1.0)))
+    return (torch.log_softmax(scores, dim=-1) + noise).argmax(dim=-1, keepdim=True)
 
 
 class _StaticFrameEngine:
@@ -101,20 +118,7 @@ class _StaticFrameEngine:
         )
 
     def _cp_pick(self, scores: Any) -> Any:
-        """The code predictor's choice: greedy, or top-k 50 / top-p 0.8 sampling as Gumbel-max
-        (same distribution as multinomial; torch.rand is CUDA-graph safe)."""
-        import torch
-
-        if not self.cp_sample:
-            return scores.argmax(dim=-1, keepdim=True)
-        kth = torch.topk(scores, 50, dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-        ordered, order = torch.sort(scores, descending=False, dim=-1)
-        drop = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= 1 - 0.8
-        drop[..., -1:] = False
-        scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-        noise = -torch.log(-torch.log(torch.rand_like(scores).clamp_(1e-10, 1.0)))
-        return (torch.log_softmax(scores, dim=-1) + noise).argmax(dim=-1, keepdim=True)
+        return pick_residual_code(scores, self.cp_sample)
 
     # the code predictor for one frame: (codes 1..15 [1, 15], summed codec embedding [1, 1, H])
     def _cp_run(self) -> Any:
@@ -282,6 +286,12 @@ class StreamingSpeaker:
         }
 
     # -- sampling (transformers' processors, reused) ----------------------------------------------
+    def suppressed_codes(self) -> list[int]:
+        """The Talker's control codes it may never pick (the last 1024 ids, but its EOS)."""
+        tc = self.config.talker_config
+        vocab = tc.text_config.vocab_size
+        return [i for i in range(vocab - 1024, vocab) if i != tc.codec_eos_token_id]
+
     def _talker_processors(self, *, do_sample: bool, temperature: float, top_k: int, top_p: float, repetition_penalty: float, min_new_tokens: int) -> tuple[Any, Any]:
         from transformers import (
             LogitsProcessorList,
@@ -294,8 +304,7 @@ class StreamingSpeaker:
         )
 
         tc = self.config.talker_config
-        vocab = tc.text_config.vocab_size
-        suppress = [i for i in range(vocab - 1024, vocab) if i != tc.codec_eos_token_id]
+        suppress = self.suppressed_codes()
         processors = LogitsProcessorList()
         if repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
