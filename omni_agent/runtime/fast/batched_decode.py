@@ -21,6 +21,7 @@ import time
 from typing import Any, Sequence
 
 from ...exceptions import ModelError
+from .cuda_sync import GRAPH_LOCK, synchronize
 from .batched_kernels import batched_decode_attention, batched_decode_attention_reference, write_kv
 from .layers import LayerWeights, TextStack
 from .row_cache import RowKVCache
@@ -190,6 +191,10 @@ class BatchedDecoder:
         self.packed[2].fill_(self.cache.scratch)
 
     def _capture(self, size: int, length: int) -> None:
+        with GRAPH_LOCK:  # the Talker's thread captures and syncs too (cuda_sync.py)
+            self._capture_locked(size, length)
+
+    def _capture_locked(self, size: int, length: int) -> None:
         import torch
 
         self._pad_all()
@@ -228,11 +233,11 @@ class BatchedDecoder:
             for grouped in (False, True):
                 for _ in range(2):
                     self._mlp(layer, h, h, grouped=grouped)
-                torch.cuda.synchronize(self.device)
+                synchronize(self.device)
                 t0 = time.perf_counter()
                 for _ in range(repeats):
                     self._mlp(layer, h, h, grouped=grouped)
-                torch.cuda.synchronize(self.device)
+                synchronize(self.device)
                 times.append(time.perf_counter() - t0)
             ratios[size] = times[1] / times[0]
         self.grouped_from = next((b for b in self.batch_sizes if ratios[b] < 1.0 and all(ratios[c] < 1.0 for c in self.batch_sizes if c > b)), None)
@@ -250,7 +255,7 @@ class BatchedDecoder:
                 key = self.buckets(size, length - 1)
                 if key not in self._graphs:
                     self._capture(*key)
-        torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         return time.perf_counter() - t0
 
 

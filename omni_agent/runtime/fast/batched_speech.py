@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...exceptions import ModelError, UserError
+from .cuda_sync import GRAPH_LOCK, synchronize
 from .streaming_speech import SpeechChunk, StreamingSpeaker, pick_residual_code
 
 __all__ = [
@@ -262,7 +263,12 @@ class BatchedFrameEngine:
 
     def _capture(self, fn: Any) -> tuple[Any, Any]:
         """Warm up on a side stream, then capture. ``thread_local``: the Thinker's thread may be
-        launching work at the same time; its calls must not invalidate this capture."""
+        launching work at the same time; its calls must not invalidate this capture (and its
+        device-wide syncs wait for it: ``cuda_sync.GRAPH_LOCK``)."""
+        with GRAPH_LOCK:
+            return self._capture_locked(fn)
+
+    def _capture_locked(self, fn: Any) -> tuple[Any, Any]:
         import torch
 
         keep_rows = self.row_buf.clone()
@@ -489,7 +495,7 @@ class BatchedSpeaker:
             for b in self.engine.buckets:
                 for length in range(1, left_context + max_chunk_frames + 1):
                     self.code2wav(torch.zeros((b, self.groups, length), dtype=torch.long, device=self.device))
-        torch.cuda.synchronize(self.device)
+        synchronize(self.device)
 
     def add(self, job: SpeechJob, *, started: float | None = None) -> SpeechStreamState:
         """Prefill one new stream into a free row (between frames); raises if it cannot start."""
@@ -595,7 +601,7 @@ class BatchedSpeaker:
         import torch
 
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
         now = time.perf_counter()
         if name:
             self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + now - since

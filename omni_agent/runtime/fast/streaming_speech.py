@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ...exceptions import ModelError, UserError
+from .cuda_sync import GRAPH_LOCK, synchronize
 
 __all__ = ["SpeechChunk", "StreamingSpeaker", "pick_residual_code"]
 
@@ -144,6 +145,10 @@ class _StaticFrameEngine:
         return torch.cat(codes, dim=1), torch.cat(hiddens, dim=1).sum(1, keepdim=True)
 
     def _capture(self, fn: Any) -> tuple[Any, Any]:
+        with GRAPH_LOCK:  # other threads' device-wide syncs must not hit the capture (cuda_sync.py)
+            return self._capture_locked(fn)
+
+    def _capture_locked(self, fn: Any) -> tuple[Any, Any]:
         import torch
 
         side = torch.cuda.Stream()
@@ -232,7 +237,7 @@ class StreamingSpeaker:
                     self.code2wav(torch.zeros((1, groups, length), dtype=torch.long, device=self.device))
                     self._decoder_warm.add(length)
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
         return time.perf_counter() - t0
 
     def _frames_engine(self) -> _StaticFrameEngine:
