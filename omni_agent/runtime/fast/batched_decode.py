@@ -21,7 +21,7 @@ import time
 from typing import Any, Sequence
 
 from ...exceptions import ModelError
-from .cuda_sync import GRAPH_LOCK, synchronize
+from .cuda_sync import GRAPH_LOCK, capture_graph, synchronize
 from .batched_kernels import batched_decode_attention, batched_decode_attention_reference, write_kv
 from .layers import LayerWeights, TextStack
 from .row_cache import RowKVCache
@@ -191,26 +191,15 @@ class BatchedDecoder:
         self.packed[2].fill_(self.cache.scratch)
 
     def _capture(self, size: int, length: int) -> None:
-        with GRAPH_LOCK:  # the Talker's thread captures and syncs too (cuda_sync.py)
-            self._capture_locked(size, length)
-
-    def _capture_locked(self, size: int, length: int) -> None:
         import torch
 
-        self._pad_all()
-        if self.compile_on and not self._compiled:
-            self._compile()
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up: Triton compilation, cuBLAS handles, allocator
-            for _ in range(2):
-                self._forward(size, length)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):  # the Talker's thread may run meanwhile
-            out = self._forward(size, length)
+        with GRAPH_LOCK:  # the Talker's thread captures and syncs too (cuda_sync.py); compiling included
+            self._pad_all()
+            if self.compile_on and not self._compiled:
+                self._compile()
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph, out = capture_graph(lambda: self._forward(size, length), pool=self._pool)
         self._graphs[(size, length)] = (graph, out)
         self.graphs_captured += 1
 

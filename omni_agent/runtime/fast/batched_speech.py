@@ -32,7 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...exceptions import ModelError, UserError
-from .cuda_sync import GRAPH_LOCK, synchronize
+from .cuda_sync import capture_graph, synchronize
+from .row_cache import RowKVCache
 from .streaming_speech import SpeechChunk, StreamingSpeaker, pick_residual_code
 
 __all__ = [
@@ -67,48 +68,6 @@ def attention_rows(q: Any, k: Any, v: Any, valid: Any, scale: float) -> Any:
     return torch.matmul(probs, v).reshape(b, hq, 1, d)
 
 
-class RowKVCache:
-    """K/V of every layer for ``rows`` streams + 1 scratch row: [layers, rows + 1, Hkv, T, D]."""
-
-    def __init__(self, *, num_layers: int, num_kv_heads: int, head_dim: int, rows: int, max_tokens: int, dtype: Any, device: Any) -> None:
-        import torch
-
-        from .kv_cache import kv_bytes_per_token
-
-        element = torch.empty((), dtype=dtype).element_size()
-        need = kv_bytes_per_token(num_layers, num_kv_heads, head_dim, element) * max_tokens * (rows + 1)
-        device = torch.device(device)
-        if device.type == "cuda" and need > torch.cuda.mem_get_info(device)[0]:
-            raise ModelError(
-                f"the batched Talker's KV cache ({rows} streams x {max_tokens} tokens) needs {need / 2**30:.2f} GiB, "
-                f"more than is free on {device}: lower max_streams or max_tokens"
-            )
-        shape = (num_layers, rows + 1, num_kv_heads, max_tokens, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.rows = rows
-        self.scratch = rows
-        self.max_tokens = max_tokens
-        self.nbytes = need
-
-    def layer(self, index: int) -> tuple[Any, Any]:
-        return self.k[index], self.v[index]
-
-    def row(self, row: int) -> "_RowView":
-        return _RowView(self, row)
-
-
-@dataclass
-class _RowView:
-    """One row of a ``RowKVCache`` shaped like a batch-1 ``StaticKVCache`` (for the prefill)."""
-
-    cache: RowKVCache
-    row: int
-
-    def layer(self, index: int) -> tuple[Any, Any]:
-        return self.cache.k[index, self.row : self.row + 1], self.cache.v[index, self.row : self.row + 1]
-
-
 class BatchedFrameEngine:
     """The Talker step and the code predictor's 15 steps for a batch of streams at once."""
 
@@ -130,7 +89,8 @@ class BatchedFrameEngine:
         largest = self.buckets[-1]
         self.cache = RowKVCache(
             num_layers=len(self.talker_stack.layers), num_kv_heads=self.talker_stack.num_kv_heads,
-            head_dim=self.talker_stack.head_dim, rows=rows, max_tokens=max_tokens, dtype=dtype, device=device,
+            head_dim=self.talker_stack.head_dim, rows=rows, row_tokens=max_tokens, dtype=dtype, device=device,
+            owner="the batched Talker's KV cache", remedy="lower max_streams or max_tokens",
         )  # fmt: skip
         cs = self.cp_stack
         shape = (len(cs.layers), largest, cs.num_kv_heads, groups, cs.head_dim)
@@ -262,28 +222,14 @@ class BatchedFrameEngine:
         return out
 
     def _capture(self, fn: Any) -> tuple[Any, Any]:
-        """Warm up on a side stream, then capture. ``thread_local``: the Thinker's thread may be
-        launching work at the same time; its calls must not invalidate this capture (and its
-        device-wide syncs wait for it: ``cuda_sync.GRAPH_LOCK``)."""
-        with GRAPH_LOCK:
-            return self._capture_locked(fn)
-
-    def _capture_locked(self, fn: Any) -> tuple[Any, Any]:
-        import torch
-
+        """Capture ``fn`` (``cuda_sync.capture_graph``: the Thinker's thread may be launching work
+        at the same time); warm-up and capture write only the scratch row."""
         keep_rows = self.row_buf.clone()
-        self.row_buf.fill_(self.cache.scratch)  # warm-up and capture write only the scratch row
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-            out = fn()
-        self.row_buf.copy_(keep_rows)
-        return graph, out
+        self.row_buf.fill_(self.cache.scratch)
+        try:
+            return capture_graph(fn, pool=self._pool)
+        finally:
+            self.row_buf.copy_(keep_rows)
 
     def prefill_rows(self, embeds: Any, rows: Sequence[int]) -> tuple[Any, Any]:
         """Joining streams' Talker prompts (one length, embeds [m, n, H]) into their rows at slots

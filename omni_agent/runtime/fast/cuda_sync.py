@@ -12,9 +12,9 @@ the host) do not need it.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["GRAPH_LOCK", "synchronize"]
+__all__ = ["GRAPH_LOCK", "capture_graph", "synchronize"]
 
 GRAPH_LOCK = threading.RLock()
 """Held around every graph capture (its warm-up included) and every device-wide sync."""
@@ -26,3 +26,22 @@ def synchronize(device: Any = None) -> None:
 
     with GRAPH_LOCK:
         torch.cuda.synchronize(device)
+
+
+def capture_graph(fn: Callable[[], Any], *, pool: Any = None, warm_ups: int = 2) -> tuple[Any, Any]:
+    """Run ``fn`` ``warm_ups`` times on a side stream (compilation, cuBLAS handles, allocator),
+    then capture it as a CUDA graph under the lock -> (graph, the captured call's outputs).
+    ``thread_local``: another thread may be launching work meanwhile."""
+    import torch
+
+    with GRAPH_LOCK:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warm_ups):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            out = fn()
+        return graph, out

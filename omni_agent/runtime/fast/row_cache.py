@@ -1,6 +1,6 @@
 """A row-static KV cache for many sequences: per layer K and V [R + 1, Hkv, L, D].
 
-Each running request (or kept session) owns one of the R rows for all its tokens; row R is
+Each running request (or kept session; or spoken stream, for the batched Talker) owns one of the R rows for all its tokens; row R is
 scratch, written and read only by the padding entries of a batch bucket. Fixed shapes and
 addresses are what a captured CUDA graph needs; the buffers start zeroed so masked slots can
 never inject NaN. ``row(r)`` is a batch-1 view with the ``StaticKVCache`` interface, so the
@@ -21,7 +21,7 @@ class RowKVCache:
     """K/V of ``num_layers`` layers for ``rows`` sequences of up to ``row_tokens`` tokens each."""
 
     def __init__(self, *, num_layers: int, rows: int, num_kv_heads: int, head_dim: int, row_tokens: int,
-                 dtype: Any, device: Any) -> None:  # fmt: skip
+                 dtype: Any, device: Any, owner: str = "the engine's KV cache", remedy: str = "lower --kv-budget-mb") -> None:  # fmt: skip
         import torch
 
         self.rows = rows
@@ -34,8 +34,8 @@ class RowKVCache:
             free, total = torch.cuda.mem_get_info(device)
             if need > free:
                 raise ModelError(
-                    f"the engine's KV cache ({rows} rows x {row_tokens} tokens) needs {need / 2**30:.2f} GiB but only "
-                    f"{free / 2**30:.2f} GiB of {total / 2**30:.1f} GiB is free on {device}: lower --kv-budget-mb"
+                    f"{owner} ({rows} rows x {row_tokens} tokens) needs {need / 2**30:.2f} GiB but only "
+                    f"{free / 2**30:.2f} GiB of {total / 2**30:.1f} GiB is free on {device}: {remedy}"
                 )
         shape = (num_layers, rows + 1, num_kv_heads, row_tokens, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)

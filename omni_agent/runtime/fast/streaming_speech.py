@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ...exceptions import ModelError, UserError
-from .cuda_sync import GRAPH_LOCK, synchronize
+from .cuda_sync import capture_graph, synchronize
 
 __all__ = ["SpeechChunk", "StreamingSpeaker", "pick_residual_code"]
 
@@ -145,22 +145,7 @@ class _StaticFrameEngine:
         return torch.cat(codes, dim=1), torch.cat(hiddens, dim=1).sum(1, keepdim=True)
 
     def _capture(self, fn: Any) -> tuple[Any, Any]:
-        with GRAPH_LOCK:  # other threads' device-wide syncs must not hit the capture (cuda_sync.py)
-            return self._capture_locked(fn)
-
-    def _capture_locked(self, fn: Any) -> tuple[Any, Any]:
-        import torch
-
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn()
-        return graph, out
+        return capture_graph(fn)
 
     def prefill(self, embeds: Any) -> tuple[Any, Any]:
         import torch
