@@ -89,6 +89,30 @@ def test_sampled_streams_in_a_batch_draw_what_they_draw_alone(tiny_qwen3_omni):
         np.testing.assert_allclose(batched[key][1], wave, atol=1e-6)
 
 
+def test_residual_codes_follow_the_stream_not_the_code_predictors_config(tiny_qwen3_omni):
+    """transformers' generate() writes the Talker's do_sample onto the code predictor's
+    generation_config (shared, mutable state): a greedy stream must stay greedy whatever the last
+    generate() left there, and a sampled stream samples its residual codes from its own generator."""
+    cp_config = tiny_qwen3_omni.model.talker.code_predictor.generation_config
+    greedy = _job(tiny_qwen3_omni, TEXTS[0], 10)
+    sampled = _job(tiny_qwen3_omni, TEXTS[0], 10, do_sample=True, seed=5, top_k=1)  # first code greedy in effect
+    before = cp_config.do_sample
+    try:
+        cp_config.do_sample = False
+        greedy_codes = _alone(tiny_qwen3_omni, greedy)[0]
+        cp_config.do_sample = True
+        assert torch.equal(_alone(tiny_qwen3_omni, greedy)[0], greedy_codes)
+        speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=2, max_tokens=512)
+        batched = _run(speaker, {0: greedy, 1: sampled})
+        assert torch.equal(batched[0][0], greedy_codes)
+        sampled_alone = _alone(tiny_qwen3_omni, sampled)[0]
+        assert torch.equal(batched[1][0], sampled_alone)
+        assert sampled_alone[0, 0, 0] == greedy_codes[0, 0, 0]  # top_k=1: frame 0's first code is greedy's ...
+        assert not torch.equal(sampled_alone[0, 1:, 0], greedy_codes[0, 1:, 0])  # ... its residual codes are sampled
+    finally:
+        cp_config.do_sample = before
+
+
 def test_padding_to_a_bucket_changes_nothing(tiny_qwen3_omni):
     speaker = BatchedSpeaker(tiny_qwen3_omni.model, tiny_qwen3_omni.processor, max_streams=8, max_tokens=512)
     states = [speaker.add(_job(tiny_qwen3_omni, t, f)) for t, f in zip(TEXTS, FRAMES)]

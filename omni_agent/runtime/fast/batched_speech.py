@@ -34,7 +34,7 @@ import numpy as np
 from ...exceptions import ModelError, UserError
 from .cuda_sync import capture_graph, synchronize
 from .row_cache import RowKVCache
-from .streaming_speech import SpeechChunk, StreamingSpeaker, pick_residual_code
+from .streaming_speech import SpeechChunk, StreamingSpeaker, pick_residual_code, residual_uniforms
 
 __all__ = [
     "BatchedFrameEngine", "BatchedSpeaker", "RowKVCache", "SpeechJob", "SpeechStreamState", "attention_rows", "bucket_for",
@@ -106,7 +106,11 @@ class BatchedFrameEngine:
         self.cp_slots = torch.arange(groups, device=device)
         self.cp_prefill_pos = torch.arange(2, device=device).view(1, 2)
         self.cp_pos = [torch.tensor([[i]], device=device) for i in range(groups)]
-        self.cp_sample = bool(self.cp.generation_config.do_sample)
+        # Residual codes sampled per stream when it samples (streaming_speech._StaticFrameEngine):
+        # a mask and the stream's own draws, so one graph serves greedy and sampled rows.
+        self.cp_vocab = int(self.cp.lm_head[0].weight.shape[0])
+        self.cp_sample_buf = torch.zeros((largest, 1), dtype=torch.bool, device=device)
+        self.cp_uniform_buf = torch.full((groups - 1, largest, self.cp_vocab), 0.5, dtype=torch.float32, device=device)
         self.graphs = bool(graphs and device.type == "cuda")
         self.lengths = _lengths(max_tokens)
         """Attention spans of the Talker step: a short message does not read the whole row."""
@@ -206,7 +210,7 @@ class BatchedFrameEngine:
                 slot = step + 1
                 h = self._cp_layers(hiddens[-1], b, self.cp_pos[slot], slot, self.cp_slots <= slot)
             scores = F.linear(h[:, -1], self.cp.lm_head[step].weight).float()
-            code = pick_residual_code(scores, self.cp_sample)
+            code = pick_residual_code(scores, self.cp_sample_buf[:b], self.cp_uniform_buf[step, :b])
             codes.append(code)
             hiddens.append(embeddings[step](code))
         return torch.cat(codes, dim=1), torch.cat(hiddens, dim=1).sum(1, keepdim=True)
@@ -254,12 +258,21 @@ class BatchedFrameEngine:
         hidden, logits = stack.head(x[:, -1:], return_hidden=True)
         return hidden, logits[:, -1].float()
 
-    def code_predictor(self, past_hidden: Any, code0: Any, *, bucket: int | None = None) -> tuple[Any, Any]:
-        """past_hidden [n, 1, H], code0 [n, 1] -> (residual codes [n, 15], summed embedding [n, 1, H])."""
+    def code_predictor(self, past_hidden: Any, code0: Any, *, bucket: int | None = None, samples: Sequence[bool] = (),
+                       generators: Sequence[Any] = ()) -> tuple[Any, Any]:  # fmt: skip
+        """past_hidden [n, 1, H], code0 [n, 1] -> (residual codes [n, 15], summed embedding [n, 1, H]);
+        row i's residuals sampled with ``generators[i]`` where ``samples[i]`` (greedy otherwise)."""
+        import torch
+
         n = past_hidden.shape[0]
         b = bucket or bucket_for(n, self.buckets[-1])
         self.past_hidden_buf[:n].copy_(past_hidden)
         self.code0_buf[:n].copy_(code0)
+        flags = list(samples) or [False] * n
+        self.cp_sample_buf[:n].copy_(torch.tensor(flags, dtype=torch.bool).view(n, 1), non_blocking=True)
+        for i, sample in enumerate(flags):
+            if sample:
+                self.cp_uniform_buf[:, i].copy_(residual_uniforms(self.groups, self.cp_vocab, generators[i], self.device))
         codes, summed = self._replay(self._cp_graphs, self._cp_run, b)
         return codes[:n].clone(), summed[:n].clone()
 
@@ -613,7 +626,8 @@ class BatchedSpeaker:
 
         streams = [s for s, _ in going]
         code0 = torch.cat([c for _, c in going])
-        residual, summed = self.engine.code_predictor(torch.cat([s.past_hidden for s in streams]), code0)
+        residual, summed = self.engine.code_predictor(torch.cat([s.past_hidden for s in streams]), code0,
+                                                      samples=[s.job.do_sample for s in streams], generators=[s.generator for s in streams])  # fmt: skip
         text = torch.cat([s.trailing[:, s.step : s.step + 1] if s.step < s.trailing.shape[1] else s.pad for s in streams])
         hidden, scores = self.engine.step(summed + text.to(summed.dtype), [s.row for s in streams], [s.slot for s in streams])
         for i, s in enumerate(streams):

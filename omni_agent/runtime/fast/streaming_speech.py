@@ -49,21 +49,34 @@ class SpeechChunk:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def pick_residual_code(scores: Any, sample: bool) -> Any:
+def pick_residual_code(scores: Any, sample: Any, uniform: Any = None) -> Any:
     """The code predictor's choice per row of ``scores`` [n, V]: greedy, or top-k 50 / top-p 0.8
-    sampling as Gumbel-max (same distribution as multinomial; torch.rand is CUDA-graph safe)."""
+    sampling as Gumbel-max (same distribution as multinomial; graph-safe). ``sample`` is a bool
+    or a bool tensor [n, 1] (per row: sampled where True, greedy elsewhere); ``uniform`` [n, V]
+    are the draws in (0, 1) (from each stream's own generator; ``torch.rand_like`` if None)."""
     import torch
 
-    if not sample:
+    if sample is False:
         return scores.argmax(dim=-1, keepdim=True)
+    greedy = scores.argmax(dim=-1, keepdim=True)
     kth = torch.topk(scores, 50, dim=-1).values[..., -1:]
     scores = scores.masked_fill(scores < kth, float("-inf"))
     ordered, order = torch.sort(scores, descending=False, dim=-1)
     drop = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= 1 - 0.8
     drop[..., -1:] = False
     scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-    noise = -torch.log(-torch.log(torch.rand_like(scores).clamp_(1e-10, 1.0)))
-    return (torch.log_softmax(scores, dim=-1) + noise).argmax(dim=-1, keepdim=True)
+    u = torch.rand_like(scores) if uniform is None else uniform
+    noise = -torch.log(-torch.log(u.clamp(1e-10, 1.0)))
+    sampled = (torch.log_softmax(scores, dim=-1) + noise).argmax(dim=-1, keepdim=True)
+    return sampled if sample is True else torch.where(sample, sampled, greedy)
+
+
+def residual_uniforms(groups: int, vocab: int, generator: Any, device: Any) -> Any:
+    """One frame's draws for the code predictor's residual codes [groups - 1, V], taken from the
+    stream's own generator: a stream samples the same codes alone and inside a batch."""
+    import torch
+
+    return torch.rand((groups - 1, vocab), generator=generator, device=device)
 
 
 class _StaticFrameEngine:
@@ -106,7 +119,12 @@ class _StaticFrameEngine:
         self.cp_pos = [torch.tensor([[i]], device=device) for i in range(groups)]
         self.cp_slot = [torch.tensor([i], device=device) for i in range(groups)]
         self.cp_valid = [torch.arange(groups, device=device) <= i for i in range(groups)]
-        self.cp_sample = bool(self.cp.generation_config.do_sample)
+        # Residual codes are sampled when the stream samples (transformers >= 5.23 mirrors the
+        # Talker's do_sample onto the code predictor the same way); the draws come from the
+        # stream's generator through a buffer, so one graph serves greedy and sampled streams.
+        self.cp_vocab = int(self.cp.lm_head[0].weight.shape[0])
+        self.cp_sample_buf = torch.zeros((1, 1), dtype=torch.bool, device=device)
+        self.cp_uniform_buf = torch.full((groups - 1, 1, self.cp_vocab), 0.5, dtype=torch.float32, device=device)
         self.graphs = bool(graphs and device.type == "cuda")
         self._talker_graph: Any = None
         self._cp_graph: Any = None
@@ -118,8 +136,6 @@ class _StaticFrameEngine:
             self.embed_buf, self.pos_buf, self.talker_cache, self.slot_buf, valid, self.max_tokens, return_hidden=True
         )
 
-    def _cp_pick(self, scores: Any) -> Any:
-        return pick_residual_code(scores, self.cp_sample)
 
     # the code predictor for one frame: (codes 1..15 [1, 15], summed codec embedding [1, 1, H])
     def _cp_run(self) -> Any:
@@ -139,7 +155,7 @@ class _StaticFrameEngine:
                     self.cp_valid[step + 1], self.groups, return_hidden=True,
                 )  # fmt: skip
             scores = F.linear(h[:, -1], self.cp.lm_head[step].weight).float()
-            code = self._cp_pick(scores)
+            code = pick_residual_code(scores, self.cp_sample_buf, self.cp_uniform_buf[step])
             codes.append(code)
             hiddens.append(embeddings[step](code))
         return torch.cat(codes, dim=1), torch.cat(hiddens, dim=1).sum(1, keepdim=True)
@@ -155,9 +171,12 @@ class _StaticFrameEngine:
         hidden, logits = self.talker_stack.forward(embeds, positions, self.talker_cache, 0, return_hidden=True)
         return hidden, logits[:, -1].float()
 
-    def code_predictor(self, past_hidden: Any, code0: Any) -> tuple[Any, Any]:
+    def code_predictor(self, past_hidden: Any, code0: Any, *, sample: bool = False, generator: Any = None) -> tuple[Any, Any]:
         self.past_hidden_buf.copy_(past_hidden)
         self.code0_buf.copy_(code0)
+        self.cp_sample_buf.fill_(sample)
+        if sample:
+            self.cp_uniform_buf[:, 0].copy_(residual_uniforms(self.groups, self.cp_vocab, generator, self.device))
         if not self.graphs:
             return self._cp_run()
         if self._cp_graph is None:
@@ -320,13 +339,13 @@ class StreamingSpeaker:
         probs = torch.softmax(scores.float(), dim=-1)
         return torch.multinomial(probs, 1, generator=generator)
 
-    def _code_predictor(self, past_hidden: Any, code0: Any, generator: Any) -> tuple[Any, Any]:
-        """The 15 residual codes of one frame and the frame's summed codec embedding."""
+    def _code_predictor(self, past_hidden: Any, code0: Any, generator: Any, do_sample: bool) -> tuple[Any, Any]:
+        """The 15 residual codes of one frame and the frame's summed codec embedding (sampled when
+        the stream samples, as transformers' generate() does)."""
         import torch
         from transformers import DynamicCache, LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
         cp = self.talker.code_predictor
-        do_sample = bool(cp.generation_config.do_sample)
         warpers = LogitsProcessorList([TopKLogitsWarper(50), TopPLogitsWarper(0.8)]) if do_sample else None
         embeddings = cp.model.get_input_embeddings()
         groups = int(self.config.talker_config.num_code_groups)
@@ -426,12 +445,12 @@ class StreamingSpeaker:
                     break
                 text = trailing[:, step : step + 1] if step < trailing.shape[1] else parts["pad"]
                 if static is not None:
-                    residual, summed = static.code_predictor(past_hidden, code0)
+                    residual, summed = static.code_predictor(past_hidden, code0, sample=do_sample, generator=generator)
                     frames.append(torch.cat((code0, residual), dim=1))
                     past_hidden, scores = static.step(summed + text, slot)
                     slot += 1
                 else:
-                    frame_codes, summed = self._code_predictor(past_hidden, code0, generator)
+                    frame_codes, summed = self._code_predictor(past_hidden, code0, generator, do_sample)
                     frames.append(frame_codes)
                     out = self.talker.model(inputs_embeds=summed + text, past_key_values=cache, use_cache=True)
                     past_hidden = out.last_hidden_state[:, -1:]
