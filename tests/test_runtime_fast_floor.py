@@ -15,45 +15,7 @@ from omni_agent.models.base import GenerationSettings, ModelRequest  # noqa: E40
 from omni_agent.runtime.fast.layers import attention_at_slots  # noqa: E402
 from omni_agent.runtime.fast.vision_graph import VisionGraphs, precomputed_vision_kwargs  # noqa: E402
 
-import copy  # noqa: E402
-import dataclasses  # noqa: E402
-
-from PIL import Image, ImageDraw  # noqa: E402
-
-from omni_agent.messages import SystemMessage  # noqa: E402
-from omni_agent.runtime import QwenOmniModel  # noqa: E402
-from omni_agent.runtime.fast import FastOptions  # noqa: E402
-
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "click",
-            "description": "Click at x.",
-            "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
-        },
-    }
-]
-
-
-def screenshot(i: int, size: tuple[int, int] = (128, 96)) -> Image.Image:
-    image = Image.new("RGB", size, ((37 * i) % 255, 90, 160))
-    ImageDraw.Draw(image).rectangle((10 + 7 * i, 10, 40 + 7 * i, 40), fill=(255, 255, 255))
-    return image
-
-
-def fast_twin(model: QwenOmniModel, **options) -> QwenOmniModel:
-    """The same weights behind the fast path, with its own processor copy."""
-    checkpoint = dataclasses.replace(model.checkpoint, processor=copy.copy(model.checkpoint.processor))
-    return QwenOmniModel(checkpoint, name="fast", fast=FastOptions(max_cache_tokens=2048, **options))
-
-
-def first_request(n_tokens: int = 4) -> ModelRequest:
-    return ModelRequest(
-        messages=[SystemMessage("You operate a desktop."), UserMessage([TextPart(text="Click OK."), ImagePart.from_pil(screenshot(0))])],
-        tools=TOOLS,
-        settings=GenerationSettings(max_new_tokens=n_tokens, temperature=0.0),
-    )
+from tests.test_runtime_fast import TOOLS, fast_twin, first_request, screenshot  # noqa: E402 - the fast-path tests' scenario
 
 
 def _generate(model, request, *, stop_ids, min_new_tokens):

@@ -375,14 +375,6 @@ class FastBatchedEngine(BatchedEngine):
         self.metrics.kv_bytes.set(self.budget.need(live) + self.kept_bytes)
         self.metrics.kv_sessions.set(len(self.rows.kept))
 
-    def _fail_running(self, exc: Exception) -> None:
-        error = _model_error(exc, self.model)
-        for seq in list(self._running):
-            if not seq.finished:
-                self._finish(seq, error=error)
-        self._running = []
-        self._update_kv_gauges()
-
 
 def _text_stack(model: Any, *, compile_prefill: bool) -> Any:
     """The model's fast ``TextStack`` when it already has one (``QwenOmniModel.fast``), else a
